@@ -1,0 +1,1 @@
+"""Conversations and their surfaces (Discord, web). Imports retrieval and inference; nothing imports it."""

@@ -1,0 +1,1 @@
+"""Turns chat messages into streamed tokens. Knows nothing of posts or personas."""

@@ -1,0 +1,363 @@
+"""An `Engine` over any OpenAI-compatible server: SGLang in production, `quipfeed serve-model`
+locally. Uses SGLang's extensions where they pay (`regex`, `json_schema`, `n` sharing one
+prefill, `cached_tokens` in usage, `/health`, `/get_model_info`, `/metrics`).
+
+Failure policy:
+- Before the first chunk, a request is retried (exponential backoff with jitter) on connection
+  errors, timeouts, 429, 502, 503 and 504. Generating is side-effect free until text has reached
+  the caller, so such a retry is idempotent; after the first chunk nothing is retried.
+- Timeouts: `connect_timeout` to open a connection, `first_token_timeout` until the first chunk,
+  `token_timeout` between chunks.
+- A `CircuitBreaker` counts failures; while open, calls fail at once with `CircuitOpen`.
+- Closing the iterator, or cancelling the task reading it, closes the HTTP response, which
+  aborts the request on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+
+from inference.breaker import CircuitBreaker
+from inference.engine import collect
+from inference.errors import (
+    EngineOverloaded,
+    EngineTimeout,
+    EngineUnavailable,
+    InferenceError,
+    InvalidRequest,
+    StreamInterrupted,
+)
+from inference.layout import fit_to_window
+from inference.messages import (
+    ChatMessage,
+    Chunk,
+    Completion,
+    FinishReason,
+    PromptReport,
+    SamplingParams,
+    Usage,
+    check_messages,
+)
+
+_RETRY_STATUS = frozenset({429, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What `start()` learned about the server."""
+
+    model: str
+    context_window: int | None
+    model_info: dict[str, Any]
+
+
+def _estimated_tokens(messages: Sequence[ChatMessage]) -> int:
+    # Without the server's tokenizer, bound from above: a byte-level BPE token covers at least one
+    # byte, and a chat template adds a handful of tokens per message.
+    return sum(len(m.content.encode()) + 8 for m in messages) + 8
+
+
+class OpenAIEngine:
+    """An `Engine` speaking the OpenAI chat completions API to `base_url` (no `/v1` suffix)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        connect_timeout: float = 5.0,
+        first_token_timeout: float = 60.0,
+        token_timeout: float = 30.0,
+        retries: int = 2,
+        backoff: float = 0.25,
+        breaker: CircuitBreaker | None = None,
+        context_window: int | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        if self.base_url.endswith("/v1"):
+            self.base_url = self.base_url[: -len("/v1")]
+        self._model = model
+        self.first_token_timeout = first_token_timeout
+        self.token_timeout = token_timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.breaker = breaker or CircuitBreaker()
+        self.context_window = context_window
+        # Read timeout is per read; the first/between-token limits are enforced around each chunk.
+        timeout = httpx.Timeout(connect=connect_timeout, read=None, write=30.0, pool=connect_timeout)
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self._client = openai.AsyncOpenAI(
+            base_url=f"{self.base_url}/v1",
+            api_key=api_key or "none",
+            max_retries=0,  # retries are ours: only before the first chunk
+            http_client=self._http,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kwargs: Any) -> OpenAIEngine:
+        """From `quipfeed.settings.ModelSettings` (`url`, `name`, `api_key`)."""
+        if not settings.url:
+            raise InvalidRequest("model.url is not set")
+        key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+        return cls(settings.url, model=settings.name, api_key=key, **kwargs)
+
+    @property
+    def model_name(self) -> str:
+        return self._model or "default"
+
+    # ---- server probes (idempotent GETs, retried) -------------------------------------------
+
+    async def _get(self, path: str) -> httpx.Response:
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                response = await self._http.get(path, timeout=self.first_token_timeout)
+            except httpx.HTTPError as e:
+                last = e
+            else:
+                if response.status_code not in _RETRY_STATUS:
+                    return response
+                last = EngineOverloaded(f"{path} answered {response.status_code}")
+            if attempt < self.retries:
+                await self._sleep(attempt)
+        raise EngineUnavailable(f"model server at {self.base_url} is not reachable: {last}")
+
+    async def health(self) -> bool:
+        """True if `/health` answers 200."""
+        try:
+            return (await self._get("/health")).status_code == 200
+        except EngineUnavailable:
+            return False
+
+    async def start(self) -> ServerInfo:
+        """Check the server is up (`/health`), learn the model (`/get_model_info`, `/v1/models`)
+        and its context window. Raises `EngineUnavailable` if it is down."""
+        health = await self._get("/health")
+        if health.status_code != 200:
+            raise EngineUnavailable(f"{self.base_url}/health answered {health.status_code}")
+        info: dict[str, Any] = {}
+        response = await self._get("/get_model_info")
+        if response.status_code == 200:
+            info = response.json()
+        response = await self._get("/v1/models")
+        if response.status_code == 200:
+            cards = response.json().get("data") or []
+            if cards:
+                if self._model is None:
+                    self._model = str(cards[0].get("id"))
+                window = cards[0].get("max_model_len")
+                if self.context_window is None and isinstance(window, int):
+                    self.context_window = window
+        if self._model is None and info.get("model_path"):
+            self._model = str(info["model_path"])
+        return ServerInfo(model=self.model_name, context_window=self.context_window, model_info=info)
+
+    async def metrics(self) -> str:
+        """The server's Prometheus `/metrics` text, passed through."""
+        response = await self._get("/metrics")
+        if response.status_code != 200:
+            raise EngineUnavailable(f"/metrics answered {response.status_code}")
+        return response.text
+
+    # ---- the Engine protocol ------------------------------------------------------------------
+
+    async def generate(
+        self, messages: Sequence[ChatMessage], params: SamplingParams | None = None
+    ) -> Completion:
+        return await collect(self.stream(messages, params))
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], params: SamplingParams | None = None
+    ) -> AsyncIterator[Chunk]:
+        params = params or SamplingParams()
+        msgs, report = self._fit(check_messages(messages), params)
+        request = self._request(msgs, params)
+        stream, first = await self._open(request)
+        finished: set[int] = set()
+        usage: Usage | None = None
+        verdict = False
+        try:
+            chunk: Any = first
+            while chunk is not None:
+                for out in self._chunks(chunk):
+                    if out.finish_reason is not None:
+                        finished.add(out.index)
+                    yield out
+                if chunk.usage is not None:
+                    usage = _usage(chunk.usage)
+                    report = _merge_report(report, chunk)
+                chunk = await self._next(stream)
+            if len(finished) < params.n:
+                raise StreamInterrupted(
+                    f"stream ended after {len(finished)} of {params.n} choices finished"
+                )
+            self.breaker.record_success()
+            verdict = True
+            yield Chunk(usage=usage or Usage(), prompt=report)
+        except StreamInterrupted:
+            self.breaker.record_failure()
+            verdict = True
+            raise
+        finally:
+            if not verdict:
+                self.breaker.release()
+            await stream.close()
+
+    async def aclose(self) -> None:
+        await self._client.close()
+        await self._http.aclose()
+
+    # ---- internals ----------------------------------------------------------------------------
+
+    def _fit(
+        self, messages: list[ChatMessage], params: SamplingParams
+    ) -> tuple[list[ChatMessage], PromptReport]:
+        if self.context_window is None:
+            return messages, PromptReport()
+        reserve = min(params.max_tokens, self.context_window // 2)
+        return fit_to_window(messages, _estimated_tokens, self.context_window - reserve)
+
+    def _request(self, messages: list[ChatMessage], params: SamplingParams) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": [m.model_dump() for m in messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "n": params.n,
+        }
+        if params.stop:
+            request["stop"] = list(params.stop)
+        if params.seed is not None:
+            request["seed"] = params.seed
+        if params.json_schema is not None:
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": params.json_schema},
+            }
+        if params.regex is not None:
+            request["extra_body"] = {"regex": params.regex}  # SGLang extension
+        return request
+
+    async def _sleep(self, attempt: int, retry_after: float | None = None) -> None:
+        delay = self.backoff * (2**attempt) * (0.5 + random.random())
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, 10.0))
+        await asyncio.sleep(delay)
+
+    async def _open(self, request: dict[str, Any]) -> tuple[Any, Any]:
+        """Open the stream and read its first chunk, retrying what is safe to retry."""
+        last: InferenceError | None = None
+        for attempt in range(self.retries + 1):
+            self.breaker.before_call()
+            stream: Any = None
+            retry_after: float | None = None
+            try:
+                stream = await asyncio.wait_for(
+                    self._client.chat.completions.create(**request), self.first_token_timeout
+                )
+                first = await asyncio.wait_for(anext(stream), self.first_token_timeout)
+                return stream, first
+            except StopAsyncIteration:
+                last = StreamInterrupted("server closed the stream before any output")
+            except TimeoutError:
+                last = EngineTimeout(f"no first token within {self.first_token_timeout}s")
+            except openai.APIStatusError as e:
+                if e.status_code not in _RETRY_STATUS:
+                    self.breaker.release()
+                    if 400 <= e.status_code < 500:
+                        raise InvalidRequest(f"server rejected the request: {_message(e)}") from e
+                    self.breaker.record_failure()
+                    raise EngineUnavailable(
+                        f"server error {e.status_code}: {_message(e)}"
+                    ) from e
+                header = e.response.headers.get("retry-after")
+                retry_after = float(header) if header and header.isdigit() else None
+                kind = EngineOverloaded if e.status_code in (429, 503) else EngineUnavailable
+                last = kind(f"server answered {e.status_code}: {_message(e)}")
+            except (openai.APIConnectionError, httpx.HTTPError) as e:
+                last = EngineUnavailable(f"cannot reach model server at {self.base_url}: {e}")
+            except openai.APIError as e:  # an error event as the first SSE message
+                last = EngineUnavailable(f"server error: {e}")
+            except BaseException:
+                self.breaker.release()
+                if stream is not None:
+                    await stream.close()
+                raise
+            if stream is not None:
+                await stream.close()
+            self.breaker.record_failure()
+            if attempt < self.retries:
+                await self._sleep(attempt, retry_after)
+        assert last is not None
+        raise last
+
+    async def _next(self, stream: Any) -> Any:
+        try:
+            return await asyncio.wait_for(anext(stream), self.token_timeout)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError as e:
+            raise StreamInterrupted(f"no token for {self.token_timeout}s; stream abandoned") from e
+        except (openai.APIError, httpx.HTTPError) as e:
+            raise StreamInterrupted(f"stream cut partway: {e}") from e
+
+    def _chunks(self, chunk: Any) -> list[Chunk]:
+        out: list[Chunk] = []
+        for choice in chunk.choices or []:
+            text = (choice.delta.content if choice.delta is not None else None) or ""
+            reason = _finish_reason(choice.finish_reason)
+            if text or reason is not None:
+                out.append(Chunk(index=choice.index, text=text, finish_reason=reason))
+        return out
+
+
+def _finish_reason(value: str | None) -> FinishReason | None:
+    if value is None:
+        return None
+    if value == "length":
+        return "length"
+    if value == "abort":
+        raise StreamInterrupted("server aborted the request")
+    return "stop"
+
+
+def _usage(usage: Any) -> Usage:
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) if details is not None else None
+    return Usage(
+        prompt_tokens=usage.prompt_tokens or 0,
+        completion_tokens=usage.completion_tokens or 0,
+        cached_tokens=cached or 0,
+    )
+
+
+def _merge_report(report: PromptReport, chunk: Any) -> PromptReport:
+    # `quipfeed serve-model` says in the usage chunk what it cut; SGLang says nothing.
+    extra = getattr(chunk, "model_extra", None) or {}
+    server = extra.get("metadata") or {}
+    if not server.get("truncated"):
+        return report
+    return PromptReport(
+        truncated=True,
+        dropped_messages=report.dropped_messages + int(server.get("dropped_messages", 0)),
+    )
+
+
+def _message(e: openai.APIStatusError) -> str:
+    body = e.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and "message" in inner:
+            return str(inner["message"])
+    return str(e.message)

@@ -1,0 +1,66 @@
+"""Running the OpenAI-compatible server: in the foreground (the CLI) or on a background thread
+(tests, benches, demos)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from typing import Any
+
+import uvicorn
+
+from inference.engine import Engine
+from inference.server import create_app
+
+
+def _loopback_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+class ServerThread:
+    """Serves `engine` on 127.0.0.1 (a free port unless `port` is given) from a daemon thread.
+
+    `url` is the base URL (no `/v1`). Use as a context manager, or call `start()`/`stop()`.
+    """
+
+    def __init__(self, engine: Engine, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._sock = _loopback_socket(host, port)
+        self.host, self.port = self._sock.getsockname()[:2]
+        config = uvicorn.Config(create_app(engine), log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, name="model-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _run(self) -> None:
+        asyncio.run(self._server.serve(sockets=[self._sock]))
+
+    def start(self, timeout: float = 10.0) -> ServerThread:
+        self._thread.start()
+        for _ in range(int(timeout / 0.02)):
+            if self._server.started:
+                return self
+            self._thread.join(0.02)
+        raise RuntimeError("model server did not start")
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
+        self._sock.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def run_server(engine: Engine, *, host: str = "127.0.0.1", port: int = 30000) -> None:
+    """Serve `engine` in the foreground until interrupted (Ctrl-C)."""
+    uvicorn.run(create_app(engine), host=host, port=port, log_level="info")

@@ -1,0 +1,1 @@
+"""Streams public posts from feeds onto a durable bus and indexes them."""

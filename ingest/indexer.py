@@ -1,0 +1,225 @@
+"""Indexer workers: read the bus in batches, embed, write to the store, then acknowledge.
+
+An entry is acknowledged only after the store call that holds it has returned (the
+store is durable on return), so a crash at any point leaves it pending: the same
+consumer re-reads its own pending entries when it starts again, and any other
+consumer reclaims entries left idle too long. Point ids derive from post ids, so
+processing an entry twice writes the same point twice, never two points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest.bus import Bus, BusEntry
+from ingest.changes import Delete, Upsert
+from ingest.fingerprint import fingerprint
+from ingest.metrics import IngestMetrics
+from retrieval.embedder import Embedder
+from retrieval.post import Post
+from retrieval.schema import dense_text
+from retrieval.store import PostStore
+
+log = logging.getLogger(__name__)
+
+RECLAIM_IDLE_MS = 60_000
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class IndexerConfig:
+    consumer: str
+    batch_size: int = 64
+    deadline_ms: int = 50
+    reclaim_idle_ms: int = RECLAIM_IDLE_MS
+    collapse_duplicates: bool = True
+    retry_delay_s: float = 0.5
+
+
+@dataclass
+class _Plan:
+    """What one batch asks of the store, in order: runs of upserts separated by deletes."""
+
+    steps: list[list[Post] | Delete] = field(default_factory=list)
+
+    def add(self, change: Upsert | Delete) -> None:
+        if isinstance(change, Delete):
+            self.steps.append(change)
+        elif self.steps and isinstance(self.steps[-1], list):
+            self.steps[-1].append(change.post)
+        else:
+            self.steps.append([change.post])
+
+
+class Indexer:
+    def __init__(
+        self,
+        bus: Bus,
+        store: PostStore,
+        embedder: Embedder,
+        config: IndexerConfig,
+        metrics: IngestMetrics,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.embedder = embedder
+        self.config = config
+        self.metrics = metrics
+        self.dupe_key = f"{bus.stream}:fingerprints"
+        self.dupe_count_key = f"{bus.stream}:duplicates"
+        self.batches = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Index until `stop` is set; first finish what this consumer left pending last time."""
+        await self.bus.ensure_group()
+        while not stop.is_set():
+            pending = await self.bus.read(self.config.consumer, self.config.batch_size, 0, pending=True)
+            if not pending:
+                break
+            await self.process(pending, stop)
+        last_reclaim = 0.0
+        while not stop.is_set():
+            if time.monotonic() - last_reclaim > self.config.reclaim_idle_ms / 1000:
+                last_reclaim = time.monotonic()
+                orphans = await self.bus.reclaim(
+                    self.config.consumer, self.config.reclaim_idle_ms, self.config.batch_size
+                )
+                if orphans:
+                    log.info("reclaimed entries", extra={"count": len(orphans)})
+                    await self.process(orphans, stop)
+            batch = await self._next_batch()
+            if batch:
+                await self.process(batch, stop)
+
+    async def _next_batch(self) -> list[BusEntry]:
+        """Wait up to a second for work, then gather more until the batch is full or the
+        deadline passes: small batches when the feed is slow, big ones when it is fast."""
+        size = self.config.batch_size
+        batch = await self.bus.read(self.config.consumer, size, 1000)
+        if not batch:
+            return batch
+        deadline = time.monotonic() + self.config.deadline_ms / 1000
+        while len(batch) < size:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                break
+            more = await self.bus.read(self.config.consumer, size - len(batch), remaining_ms)
+            if not more:
+                break
+            batch.extend(more)
+        return batch
+
+    async def process(self, entries: Sequence[BusEntry], stop: asyncio.Event | None = None) -> None:
+        """Apply a batch to the store and acknowledge it; retries store failures with backoff
+        until they succeed (or `stop` is set, leaving the entries pending for next time)."""
+        plan = _Plan()
+        for entry in entries:
+            if entry.change is None:
+                await self.bus.dead_letter("bus", "undecodable", entry.error or "", entry.entry_id)
+                self.metrics.dead_letters.labels("undecodable").inc()
+            else:
+                plan.add(entry.change)
+        delay = self.config.retry_delay_s
+        while True:
+            started = time.perf_counter()
+            try:
+                indexed = await self._apply(plan)
+                break
+            except Exception as exc:  # any store/embedder failure: retry, never lose the batch
+                self.metrics.store_errors.inc()
+                log.warning(
+                    "store write failed; will retry",
+                    extra={"error": repr(exc), "retry_in_s": delay, "entries": len(entries)},
+                )
+                if stop is not None and stop.is_set():
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        await self.bus.ack([e.entry_id for e in entries])
+        now_ms = time.time() * 1000
+        for entry in entries:
+            if isinstance(entry.change, Upsert) and entry.arrived_ms:
+                self.metrics.freshness_seconds.observe(max(0.0, (now_ms - entry.arrived_ms) / 1000))
+        self.metrics.posts_indexed.inc(indexed)
+        self.batches += 1
+        if self.batches % 50 == 0:
+            await self.bus.trim()
+
+    async def _apply(self, plan: _Plan) -> int:
+        indexed = 0
+        for step in plan.steps:
+            if isinstance(step, Delete):
+                await asyncio.to_thread(self._delete, step)
+                self.metrics.posts_deleted.inc()
+                continue
+            posts = _last_version(step)
+            if self.config.collapse_duplicates:
+                posts = await self._collapse_duplicates(posts)
+            if not posts:
+                continue
+            vectors = await asyncio.to_thread(self.embedder.embed, [dense_text(p) for p in posts])
+            await asyncio.to_thread(self.store.upsert, posts, vectors.tolist())
+            indexed += len(posts)
+        return indexed
+
+    def _delete(self, change: Delete) -> None:
+        if change.post_id:
+            self.store.delete([change.post_id])
+        elif change.native_id:
+            self.store.delete_where(native_id=change.native_id)
+        elif change.author_id:
+            self.store.delete_where(author_id=change.author_id)
+
+    async def _collapse_duplicates(self, posts: list[Post]) -> list[Post]:
+        """Keep posts whose text is new; count the rest against the post that said it first,
+        unless that post is gone from the store, in which case the newcomer takes its place."""
+        prints = [fingerprint(p.text) for p in posts]
+        keyed = [(p, fp) for p, fp in zip(posts, prints, strict=True) if fp]
+        if not keyed:
+            return posts
+        client: Any = self.bus.client
+        pipe = client.pipeline(transaction=False)
+        for post, fp in keyed:
+            pipe.hsetnx(self.dupe_key, fp, post.id)
+            pipe.hget(self.dupe_key, fp)
+        replies = await pipe.execute()
+        owners = {fp: _s(replies[2 * i + 1]) for i, (_, fp) in enumerate(keyed)}
+        candidates = {owner for post, fp in keyed if (owner := owners[fp]) != post.id}
+        alive = {p.id for p, fp in keyed if owners[fp] == p.id}
+        if candidates:
+            alive |= {p.id for p in await asyncio.to_thread(self.store.get, sorted(candidates))}
+        kept: list[Post] = []
+        pipe = client.pipeline(transaction=False)
+        for post, fp in zip(posts, prints, strict=True):
+            owner = owners.get(fp) if fp else None
+            if fp is None or owner is None or owner == post.id:
+                kept.append(post)
+            elif owner in alive:
+                pipe.hincrby(self.dupe_count_key, owner, 1)
+                self.metrics.duplicates.inc()
+            else:
+                owners[fp] = post.id
+                alive.add(post.id)
+                pipe.hset(self.dupe_key, fp, post.id)
+                kept.append(post)
+        await pipe.execute()
+        return kept
+
+
+def _last_version(posts: list[Post]) -> list[Post]:
+    """One post per id, the latest in the batch (an edit after a create wins)."""
+    latest: dict[str, Post] = {}
+    for post in posts:
+        latest.pop(post.id, None)
+        latest[post.id] = post
+    return list(latest.values())
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

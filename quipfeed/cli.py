@@ -1,0 +1,267 @@
+"""`quipfeed`: the product's menu. Each command is a few lines that call into a package."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import warnings
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from quipfeed.durations import parse_instant, parse_span
+from quipfeed.settings import Settings, load_settings
+
+# Before any model library is imported: no hub traffic, no progress bars or chatter from
+# model loading in a product's output (our own progress display says what is going on).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+app = typer.Typer(
+    help="quipfeed: a chatbot that knows what the public feed is saying right now.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+ingest_app = typer.Typer(help="Stream public posts into the index (the ingest daemon).")
+eval_app = typer.Typer(help="Measure quality on labelled data.", no_args_is_help=True)
+bench_app = typer.Typer(help="Measure speed; prints figures (and --json).", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(eval_app, name="eval")
+app.add_typer(bench_app, name="bench")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="A quipfeed.toml (default: ./quipfeed.toml).")
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def settings_from(config: Path | None) -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        settings = load_settings(config)
+    except (FileNotFoundError, ValidationError, ValueError) as exc:
+        fail(f"bad settings: {exc}")
+    from quipfeed import logs
+
+    logs.configure(os.environ.get("QUIPFEED_LOG_LEVEL", "WARNING"))
+    return settings
+
+
+def emit(data: Any, as_json: bool, human: str) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str) if as_json else human)
+
+
+@ingest_app.callback(invoke_without_command=True)
+def ingest(
+    ctx: typer.Context,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            "-s",
+            help="jetstream:wss://…, mastodon:https://host, rss:https://…, jsonl:PATH, or "
+            "`sample`. Repeat for several.",
+        ),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option(help="Drain finite sources, wait until every post is indexed, exit.")
+    ] = False,
+    speed: Annotated[
+        float, typer.Option(min=0, help="jsonl replay speed: 0 = as fast as possible, 1 = real time.")
+    ] = 0.0,
+    workers: Annotated[int | None, typer.Option(min=1, help="Indexer workers.")] = None,
+    host: Annotated[str | None, typer.Option(help="Health/metrics/search address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Its port (0: any free one).")] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the ingest daemon: sources → Redis Streams bus → indexers → Qdrant."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ingest.sources import SourceSpecError
+    from quipfeed import progress as progress_display
+    from quipfeed.runtime import open_sources, run_ingest
+
+    settings = settings_from(config)
+    if workers:
+        settings.ingest.workers = workers
+    try:
+        sources = open_sources(source or settings.ingest.sources, speed)
+    except (SourceSpecError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    if once and not all(s.finite for s in sources):
+        fail("--once needs sources that end (jsonl:, rss:); "
+             + ", ".join(s.spec for s in sources if not s.finite) + " never do")
+    show = progress_display.ProgressLine(enabled=not as_json and sys.stderr.isatty() or once)
+    try:
+        report = asyncio.run(
+            run_ingest(
+                settings,
+                sources,
+                once=once,
+                host=host or settings.ingest.host,
+                port=settings.ingest.port if port is None else port,
+                on_progress=show.update if not as_json else None,
+            )
+        )
+    except Exception as exc:
+        from retrieval.store import StoreUnavailable
+
+        if isinstance(exc, StoreUnavailable | OSError):
+            fail(str(exc))
+        raise
+    show.close()
+    p = report["progress"]
+    emit(
+        report,
+        as_json,
+        f"indexed {p['indexed']} posts from {p['events']} events; "
+        f"{p['dead']} dead letters; bus lag {p['lag']}",
+    )
+
+
+@ingest_app.command("dead-letters")
+def dead_letters(
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """List events that could not be ingested, newest first, with the reason."""
+    from quipfeed.queries import dead_letters as fetch
+
+    letters = fetch(settings_from(config), limit)
+    lines = [
+        f"{d['entry_id']}  {d['source']}  {d['reason']}: {d['detail'][:100]}" for d in letters
+    ]
+    emit(letters, as_json, "\n".join(lines) or "no dead letters")
+
+
+@app.command()
+def stats(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Posts indexed by source, oldest and newest, dead letters, bus lag."""
+    from quipfeed.queries import stats as fetch
+
+    data = fetch(settings_from(config))
+    human = [f"posts indexed: {data['posts']}"]
+    human += [f"  {src}: {n}" for src, n in data["by_source"].items()]
+    human += [
+        f"oldest: {data['oldest']}",
+        f"newest: {data['newest']}",
+        f"dead letters: {data['dead_letters']}",
+        f"bus lag: {data['bus_lag']}",
+    ]
+    emit(data, as_json, "\n".join(human))
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option(min=1, max=200, help="How many posts.")] = 10,
+    since: Annotated[str | None, typer.Option(help="Only posts newer than this: 6h, 2d.")] = None,
+    now: Annotated[
+        str | None, typer.Option(help="As of this time (for replayed data): RFC 3339.")
+    ] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """The best recent posts for a query: hybrid dense + BM25, favouring recent posts."""
+    from quipfeed.queries import SearchRefused
+    from quipfeed.queries import search as run_search
+
+    try:
+        window: timedelta | None = parse_span(since) if since else None
+        as_of = parse_instant(now) if now else None
+        hits = run_search(settings_from(config), query, k=k, since=window, as_of=as_of)
+    except (ValueError, SearchRefused) as exc:
+        fail(str(exc))
+    lines = []
+    for i, h in enumerate(hits, 1):
+        post = h["post"]
+        text = " ".join(post["text"].split())[:160]
+        lines.append(f"[{i}] {post.get('author') or '?'} · {post['created_at']} · {h['score']:.3f}")
+        lines.append(f"    {text}")
+        if post.get("url"):
+            lines.append(f"    {post['url']}")
+    emit(hits, as_json, "\n".join(lines) or "no posts matched")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    posts: Annotated[Path | None, typer.Option(help="Posts (JSON Lines).")] = None,
+    queries: Annotated[Path | None, typer.Option(help="Labelled queries (JSON Lines).")] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Recall@10, nDCG@10 and MRR of the default search, with an ablation (default: dev set)."""
+    from retrieval.evaluation import DEVSET_POSTS, DEVSET_QUERIES, evaluate
+    from quipfeed.runtime import embedder_for
+
+    settings = settings_from(config)
+    posts, queries = posts or DEVSET_POSTS, queries or DEVSET_QUERIES
+    for path in (posts, queries):
+        if not path.is_file():
+            fail(f"file not found: {path}")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="quipfeed-eval-") as work:
+        try:
+            result = evaluate(posts, queries, embedder_for(settings), Path(work))
+        except ValueError as exc:
+            fail(str(exc))
+    human = [f"queries: {result['queries']}"]
+    human += [f"{m}: {result[m]:.3f}" for m in ("recall@10", "ndcg@10", "mrr")]
+    for name, row in result.get("ablation", {}).items():
+        human.append(
+            f"  {name:<22} recall@10 {row['recall@10']:.3f}  ndcg@10 {row['ndcg@10']:.3f}  "
+            f"mrr {row['mrr']:.3f}"
+        )
+    emit(result, as_json, "\n".join(human))
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    posts: Annotated[int, typer.Option(help="Posts to replay per measurement.")] = 2000,
+    rate: Annotated[float, typer.Option(help="Offered rate (posts/s) for the freshness run.")] = 50.0,
+    embedder: Annotated[
+        str | None, typer.Option(help="sentence-transformers or static (default: settings).")
+    ] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Sustained posts/s, freshness p50/p99 at an offered rate, and the raw embedder's texts/s."""
+    from bench.ingest import run
+
+    settings = settings_from(config)
+    if embedder:
+        settings.embedder.kind = embedder  # type: ignore[assignment]
+    result = asyncio.run(run(settings, posts=posts, rate=rate))
+    emit(result, as_json, "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+def _register_optional() -> None:
+    """Commands whose modules may be absent in a partial checkout register themselves."""
+    try:
+        from quipfeed.cli_inference import register
+    except ImportError:
+        return
+    register(app, bench_app)
+
+
+_register_optional()
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,199 @@
+"""Wiring: turns settings into the real parts (Redis, store, embedder, sources, daemon).
+
+The only place that decides embedded versus remote: an unset `redis.url` means the
+embedded redis-server under the data dir, an unset `qdrant.url` the Qdrant Edge shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+import uvicorn
+
+from ingest.bus import Bus
+from ingest.daemon import Daemon, DaemonConfig, Progress
+from ingest.http_api import build_app
+from ingest.sources import Source, SourceSpecError
+from ingest.sources.spec import open_source
+from quipfeed.embedded_redis import EmbeddedRedis
+from quipfeed.settings import Settings
+from retrieval.embedder import Embedder, open_embedder
+from retrieval.search import Searcher
+from retrieval.store import PostStore
+
+SAMPLE_FEED = Path(__file__).parent / "sample" / "posts.jsonl"
+
+
+@contextlib.contextmanager
+def redis_url(settings: Settings) -> Iterator[str]:
+    """The Redis to use; an embedded one started here is shut down (saved) on exit."""
+    if settings.redis.url:
+        yield settings.redis.url
+        return
+    embedded = EmbeddedRedis(settings.data_dir / "redis")
+    url = embedded.ensure_running()
+    try:
+        yield url
+    finally:
+        if embedded.started_here:
+            embedded.stop()
+
+
+def open_bus(settings: Settings, url: str) -> Bus:
+    return Bus(aioredis.from_url(url), settings.redis.stream, settings.redis.group)
+
+
+def embedder_for(settings: Settings) -> Embedder:
+    e = settings.embedder
+    return open_embedder(
+        kind=e.kind,
+        model=e.model,
+        quantize=e.quantize,
+        cache_dir=settings.data_dir / "embedders",
+        batch_size=e.batch_size,
+    )
+
+
+def open_store(settings: Settings, dim: int) -> PostStore:
+    if settings.qdrant.url:
+        from retrieval.server_store import ServerStore
+
+        key = settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else None
+        return ServerStore(settings.qdrant.url, key, settings.qdrant.collection, dim)
+    from retrieval.edge_store import EdgeStore
+
+    return EdgeStore(settings.data_dir / "qdrant" / settings.qdrant.collection, dim)
+
+
+def resolve_spec(spec: str) -> str:
+    """`sample` names the bundled sample feed, so the demo works without ../shared."""
+    return f"jsonl:{SAMPLE_FEED}" if spec.strip() == "sample" else spec
+
+
+def open_sources(specs: list[str], speed: float) -> list[Source]:
+    sources = []
+    for spec in specs:
+        resolved = resolve_spec(spec)
+        options: dict[str, Any] = {"speed": speed} if resolved.startswith("jsonl:") else {}
+        sources.append(open_source(resolved, **options))
+    if not sources:
+        raise SourceSpecError(
+            "no sources: pass --source (e.g. --source sample, --source jsonl:posts.jsonl, "
+            "--source jetstream:wss://jetstream2.us-east.bsky.network/subscribe) "
+            "or set QUIPFEED_INGEST__SOURCES"
+        )
+    return sources
+
+
+class DaemonFile:
+    """`daemon.json` in the data dir: where the process that owns the shard can be asked."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.path = settings.data_dir / "daemon.json"
+
+    def write(self, url: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def live_url(self) -> str | None:
+        """The running daemon's URL, or None when there is none (a stale file is ignored)."""
+        try:
+            info = json.loads(self.path.read_text())
+            os.kill(int(info["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        try:
+            httpx.get(f"{info['url']}/healthz", timeout=2.0)
+        except httpx.HTTPError:
+            return None
+        return str(info["url"])
+
+
+def bound_port(host: str, port: int) -> int:
+    """`port` itself, or a free one when it is 0."""
+    if port:
+        return port
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def run_ingest(
+    settings: Settings,
+    sources: list[Source],
+    *,
+    once: bool,
+    host: str,
+    port: int,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> dict[str, Any]:
+    """Run the ingest daemon until Ctrl-C / SIGTERM (or, with `once`, until done)."""
+    embedder = await asyncio.to_thread(embedder_for, settings)
+    store = open_store(settings, embedder.dim)
+    daemon_file = DaemonFile(settings)
+    try:
+        with redis_url(settings) as url:
+            bus = open_bus(settings, url)
+            retention = settings.ingest.retention_days
+            daemon = Daemon(
+                sources,
+                bus,
+                store,
+                embedder,
+                DaemonConfig(
+                    workers=settings.ingest.workers,
+                    batch_size=settings.ingest.batch_size,
+                    deadline_ms=settings.ingest.batch_deadline_ms,
+                    retention=timedelta(days=retention) if retention else None,
+                    consumer_prefix=f"{socket.gethostname()}-indexer",
+                ),
+            )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            port = bound_port(host, port)
+            async with _serve(build_app(daemon, Searcher(store, embedder)), host, port):
+                daemon_file.write(f"http://{host}:{port}")
+                await daemon.run(stop, once=once, on_progress=on_progress)
+            report = {"sources": {s: st.__dict__ for s, st in daemon.states.items()}}
+            report["progress"] = (await daemon.progress()).__dict__
+            await bus.client.aclose()
+            return report
+    finally:
+        daemon_file.remove()
+        store.close()
+
+
+@contextlib.asynccontextmanager
+async def _serve(app: Any, host: str, port: int) -> AsyncIterator[None]:
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises why it could not start (port taken, …)
+            raise RuntimeError(f"HTTP server on {host}:{port} stopped at start")
+        await asyncio.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task

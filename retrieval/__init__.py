@@ -1,0 +1,1 @@
+"""Owns the index: the Post model, the stores, hybrid search, evaluation."""

@@ -1,0 +1,1 @@
+"""The retrieval dev set: posts, labelled queries, and the script that builds them."""

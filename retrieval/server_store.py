@@ -1,0 +1,303 @@
+"""`PostStore` on a Qdrant server (or cluster) via qdrant-client: same schema, same query plan.
+
+`url=":memory:"` runs qdrant-client's local mode in-process: it implements the same query API
+(fusion, formula decay, filters) in Python, and is how this backend is tested where no
+server runs. It is far slower than Qdrant Edge; never a default.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as m
+
+from retrieval import schema
+from retrieval.plan import DEFAULT_FUSION, FilterSpec, Fusion, QueryPlan, plan_query
+from retrieval.post import Post, point_id
+from retrieval.store import Hit, StoreQuery, StoreSummary, StoreUnavailable
+from retrieval.why import explain
+
+_MAX_SOURCES = 1_000
+
+
+class ServerStore:
+    """Posts in collection `collection` of the Qdrant at `url` (created with the schema if
+    missing). Writes wait for the server to apply them (`wait=True`). Raises
+    `StoreUnavailable` when the server cannot be reached or the collection has another size.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None,
+        collection: str,
+        dim: int,
+        *,
+        fusion: Fusion = DEFAULT_FUSION,
+        timeout: float = 10.0,
+    ) -> None:
+        self.collection = collection
+        self.dim = dim
+        self.fusion: Fusion = fusion
+        self._lock = threading.Lock()
+        try:
+            if url == ":memory:":
+                self._client = QdrantClient(location=":memory:")
+            else:
+                self._client = QdrantClient(url=url, api_key=api_key, timeout=int(timeout))
+            self._ensure_collection()
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot use Qdrant at {url} ({collection}): {exc}") from exc
+
+    def _ensure_collection(self) -> None:
+        c = self._client
+        if c.collection_exists(self.collection):
+            info = c.get_collection(self.collection)
+            vectors = info.config.params.vectors
+            size = vectors[schema.DENSE].size if isinstance(vectors, dict) else None
+            if size != self.dim:
+                raise StoreUnavailable(
+                    f"collection {self.collection!r} holds {size}-dim vectors, "
+                    f"this embedder makes {self.dim}"
+                )
+            return
+        c.create_collection(
+            self.collection,
+            vectors_config={schema.DENSE: m.VectorParams(size=self.dim, distance=m.Distance.COSINE)},
+            sparse_vectors_config={schema.SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},
+        )
+        with warnings.catch_warnings():
+            # Local mode (":memory:") has no payload indexes and warns; a server builds them.
+            warnings.simplefilter("ignore", UserWarning)
+            self._create_indexes()
+
+    def _create_indexes(self) -> None:
+        c = self._client
+        for name in schema.DATETIME_FIELDS:
+            c.create_payload_index(self.collection, name, m.PayloadSchemaType.DATETIME)
+        for name in schema.KEYWORD_FIELDS:
+            c.create_payload_index(self.collection, name, m.PayloadSchemaType.KEYWORD)
+        for name in schema.FLOAT_FIELDS:
+            c.create_payload_index(self.collection, name, m.PayloadSchemaType.FLOAT)
+
+    # --- writes -------------------------------------------------------------------------
+
+    def upsert(self, posts: Sequence[Post], dense: Sequence[Sequence[float]]) -> None:
+        if len(posts) != len(dense):
+            raise ValueError(f"{len(posts)} posts but {len(dense)} vectors")
+        if not posts:
+            return
+        points = []
+        for post, vector in zip(posts, dense, strict=True):
+            if len(vector) != self.dim:
+                raise ValueError(f"vector for {post.id} has {len(vector)} dims, store has {self.dim}")
+            indices, values = schema.sparse_document(post)
+            points.append(
+                m.PointStruct(
+                    id=point_id(post.id),
+                    vector={
+                        schema.DENSE: [float(x) for x in vector],
+                        schema.SPARSE: m.SparseVector(indices=indices, values=values),
+                    },
+                    payload=schema.post_payload(post),
+                )
+            )
+        with self._lock:
+            self._client.upsert(self.collection, points=points, wait=True)
+
+    def delete(self, post_ids: Sequence[str]) -> None:
+        if not post_ids:
+            return
+        with self._lock:
+            self._client.delete(
+                self.collection,
+                points_selector=m.PointIdsList(points=[point_id(p) for p in post_ids]),
+                wait=True,
+            )
+
+    def delete_where(
+        self,
+        *,
+        native_id: str | None = None,
+        author_id: str | None = None,
+        created_before: datetime | None = None,
+    ) -> None:
+        must: list[Any] = []
+        if native_id is not None:
+            must.append(m.FieldCondition(key="native_id", match=m.MatchValue(value=native_id)))
+        if author_id is not None:
+            must.append(m.FieldCondition(key="author_id", match=m.MatchValue(value=author_id)))
+        if created_before is not None:
+            must.append(
+                m.FieldCondition(
+                    key=schema.CREATED_AT,
+                    range=m.DatetimeRange(lt=schema.rfc3339(created_before)),
+                )
+            )
+        if not must:
+            raise ValueError("delete_where needs at least one condition")
+        with self._lock:
+            self._client.delete(
+                self.collection, points_selector=m.FilterSelector(filter=m.Filter(must=must)),
+                wait=True,
+            )
+
+    # --- reads --------------------------------------------------------------------------
+
+    def query(self, request: StoreQuery) -> list[Hit]:
+        plan = plan_query(request, self.dim, self.fusion)
+        requests = [_final_request(plan)] + [_base_request(plan, k) for k in plan.base_modes]
+        with self._lock:
+            results = self._client.query_batch_points(self.collection, requests=requests)
+        final = [(str(p.id), p.score, p.payload or {}) for p in results[0].points]
+        bases = {
+            kind: {str(p.id): p.score for p in res.points}
+            for kind, res in zip(plan.base_modes, results[1:], strict=True)
+        }
+        return explain(plan, final, bases)
+
+    def get(self, post_ids: Sequence[str]) -> list[Post]:
+        if not post_ids:
+            return []
+        with self._lock:
+            records = self._client.retrieve(
+                self.collection, ids=[point_id(p) for p in post_ids], with_payload=True,
+                with_vectors=False,
+            )
+        by_id = {str(r.id): r.payload for r in records if r.payload}
+        found = [by_id.get(point_id(p)) for p in post_ids]
+        return [schema.post_from_payload(p) for p in found if p is not None]
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._client.count(self.collection, exact=True).count)
+
+    def summary(self) -> StoreSummary:
+        with self._lock:
+            total = int(self._client.count(self.collection, exact=True).count)
+            facets = self._client.facet(self.collection, key="source", limit=_MAX_SOURCES,
+                                        exact=True)
+            oldest = self._created(m.Direction.ASC)
+            newest = self._created(m.Direction.DESC)
+        return StoreSummary(
+            total=total,
+            by_source={str(h.value): int(h.count) for h in facets.hits},
+            oldest=oldest,
+            newest=newest,
+        )
+
+    def _created(self, direction: m.Direction) -> datetime | None:
+        records, _ = self._client.scroll(
+            self.collection,
+            limit=1,
+            order_by=m.OrderBy(key=schema.CREATED_AT, direction=direction),
+            with_payload=[schema.CREATED_AT],
+        )
+        if not records or not records[0].payload:
+            return None
+        return datetime.fromisoformat(str(records[0].payload[schema.CREATED_AT]))
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
+
+
+# --- translation of the neutral plan to qdrant-client models --------------------------------
+
+
+def _filter(spec: FilterSpec) -> m.Filter | None:
+    if spec.empty:
+        return None
+    must: list[Any] = []
+    if spec.created_gte or spec.created_lte:
+        must.append(
+            m.FieldCondition(
+                key=schema.CREATED_AT,
+                range=m.DatetimeRange(gte=spec.created_gte, lte=spec.created_lte),
+            )
+        )
+    if spec.authors:
+        who = list(spec.authors)
+        must.append(
+            m.Filter(
+                should=[
+                    m.FieldCondition(key="author", match=m.MatchAny(any=who)),
+                    m.FieldCondition(key="author_id", match=m.MatchAny(any=who)),
+                ]
+            )
+        )
+    if spec.hashtags:
+        must.append(m.FieldCondition(key="hashtags", match=m.MatchAny(any=list(spec.hashtags))))
+    if spec.langs:
+        must.append(m.FieldCondition(key="lang", match=m.MatchAny(any=list(spec.langs))))
+    return m.Filter(must=must)
+
+
+def _nearest(plan: QueryPlan, kind: str) -> Any:
+    if kind == "dense":
+        return plan.dense
+    return m.SparseVector(indices=plan.sparse_indices, values=plan.sparse_values)
+
+
+def _using(kind: str) -> str:
+    return schema.DENSE if kind == "dense" else schema.SPARSE
+
+
+def _base_request(plan: QueryPlan, kind: str) -> m.QueryRequest:
+    return m.QueryRequest(
+        query=_nearest(plan, kind),
+        using=_using(kind),
+        limit=plan.candidates,
+        filter=_filter(plan.filter),
+        with_payload=False,
+        with_vector=False,
+    )
+
+
+def _final_request(plan: QueryPlan) -> m.QueryRequest:
+    flt = _filter(plan.filter)
+    query: Any
+    using: str | None = None
+    prefetch: list[m.Prefetch] | None = None
+    if plan.mode != "hybrid":
+        query, using = _nearest(plan, plan.mode), _using(plan.mode)
+    else:
+        query = (
+            m.RrfQuery(rrf=m.Rrf(k=plan.rrf_k))
+            if plan.fusion == "rrf"
+            else m.FusionQuery(fusion=m.Fusion.DBSF)
+        )
+        prefetch = [
+            m.Prefetch(query=_nearest(plan, k), using=_using(k), limit=plan.candidates, filter=flt)
+            for k in plan.base_modes
+        ]
+    if plan.decay is not None:
+        inner = m.Prefetch(
+            query=query, using=using, prefetch=prefetch, limit=plan.candidates, filter=flt
+        )
+        decay = m.ExpDecayExpression(
+            exp_decay=m.DecayParamsExpression(
+                x=m.DatetimeKeyExpression(datetime_key=schema.CREATED_AT),
+                target=m.DatetimeExpression(datetime=plan.decay.target_rfc3339),
+                scale=plan.decay.half_life_s,
+                midpoint=0.5,
+            )
+        )
+        query = m.FormulaQuery(formula=m.MultExpression(mult=["$score", decay]))
+        using, prefetch = None, [inner]
+    return m.QueryRequest(
+        query=query,
+        using=using,
+        prefetch=prefetch,
+        limit=plan.limit,
+        filter=flt,
+        with_payload=True,
+        with_vector=False,
+    )
