@@ -135,7 +135,11 @@ async def pipeline_run(
         async def watch() -> None:
             """Poll the store for each sent post; time when it is first returned."""
             searcher = Searcher(store, embedder)
-            probes = set(p.id for p in posts[:: max(1, len(posts) // probe_search)]) if probe_search else set()
+            probes = (
+                set(p.id for p in posts[:: max(1, len(posts) // probe_search)])
+                if probe_search
+                else set()
+            )
             while not stop.is_set():
                 waiting = [pid for pid in source.sent_at if pid not in seen_at]
                 if waiting:
@@ -144,7 +148,9 @@ async def pipeline_run(
                     for post in found:
                         seen_at[post.id] = now
                         if post.id in probes:
-                            hits = await asyncio.to_thread(searcher.search, post.text or post.id, k=10)
+                            hits = await asyncio.to_thread(
+                                searcher.search, post.text or post.id, k=10
+                            )
                             if any(h.post.id == post.id for h in hits):
                                 searched.append(time.perf_counter() - source.sent_at[post.id])
                 await asyncio.sleep(0.01)
@@ -207,7 +213,11 @@ def main() -> None:
     if args.embedder:
         settings.embedder.kind = args.embedder
     result = asyncio.run(run(settings, args.posts, args.rate))
-    print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    print(
+        json.dumps(result, indent=2)
+        if args.json
+        else "\n".join(f"{k}: {v}" for k, v in result.items())
+    )
 
 
 if __name__ == "__main__":

@@ -73,9 +73,21 @@ class _Request:
     cached_tokens: int = 0
 
     def emit(self, event: Chunk | BaseException | None) -> None:
-        # The consumer may be gone (its loop closed): then nobody needs the event.
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        _deliver(self.loop, [(self.events, event)])
+
+
+Event = Chunk | BaseException | None
+
+
+def _deliver(loop: asyncio.AbstractEventLoop,
+             items: list[tuple[asyncio.Queue[Event], Event]]) -> None:
+    def put_all() -> None:
+        for queue, event in items:
+            queue.put_nowait(event)
+
+    # The consumer may be gone (its loop closed): then nobody needs the events.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(put_all)
 
 
 @dataclass(eq=False)
@@ -158,6 +170,11 @@ class LocalEngine:
         self._stopping = False
         self._grammar_compiler: Any = None
         self._grammars: dict[str, Any] = {}
+        # Events the worker produced this step, delivered with one wake-up per event loop
+        # (a wake-up per token per request costs a syscall each at high concurrency).
+        self._outbox: list[tuple[_Request, Event]] = []
+        # Counting tokens of over-long prompts is how truncation decides; silence the warning.
+        tokenizer.model_max_length = 10**12
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -343,6 +360,19 @@ class LocalEngine:
             self.stats.waiting = len(self._waiting)
             return taken
 
+    def _post(self, req: _Request, event: Event) -> None:
+        self._outbox.append((req, event))
+
+    def _flush(self) -> None:
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Event], Event]]] = {}
+        for req, event in self._outbox:
+            by_loop.setdefault(req.loop, []).append((req.events, event))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            _deliver(loop, items)
+
     # ---- the worker thread --------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -353,19 +383,23 @@ class LocalEngine:
             if self._stopping:
                 for b in batches:
                     for row in b.rows:
-                        row.req.emit(EngineUnavailable("engine is shutting down"))
+                        self._post(row.req, EngineUnavailable("engine is shutting down"))
+                self._flush()
                 return
             for req in new:
                 if req.cancelled:
                     self._finish_request(req, cancelled=True)
+                    self._flush()
                     continue
                 try:
                     with torch.inference_mode():
                         batch = self._prefill(req)
                 except Exception as e:
                     self.stats.failed += 1
-                    req.emit(e if isinstance(e, InferenceError) else InferenceError(f"prefill failed: {e}"))
+                    self._post(req, e if isinstance(e, InferenceError) else InferenceError(f"prefill failed: {e}"))
                     continue
+                finally:
+                    self._flush()  # the first token goes out now, not after the other prefills
                 if batch is None:
                     continue
                 if batches and self._plain_cache:
@@ -382,10 +416,11 @@ class LocalEngine:
                     for row in b.rows:
                         if not row.done:
                             row.done = True
-                            row.req.emit(InferenceError(f"decode failed: {e}"))
+                            self._post(row.req, InferenceError(f"decode failed: {e}"))
                     continue
                 if kept is not None:
                     stepped.append(kept)
+            self._flush()
             batches = stepped
             self.stats.active_rows = sum(len(b.rows) for b in batches)
 
@@ -466,6 +501,10 @@ class LocalEngine:
                 row.req.rows_left -= 1
                 if row.req.rows_left == 0:
                     self._finish_request(row.req, cancelled=True)
+        if self._prefix is not None and self._plain_cache:
+            for i, row in enumerate(batch.rows):
+                if row.done and not row.req.cancelled and row.req.params.n == 1:
+                    self._remember_reply(batch, i, row)
         keep = [i for i, r in enumerate(batch.rows) if not r.done]
         if not keep:
             return None
@@ -481,6 +520,16 @@ class LocalEngine:
                     layer.keys = layer.keys[..., lead:, :]
                     layer.values = layer.values[..., lead:, :]
         return batch
+
+    def _remember_reply(self, batch: _Batch, i: int, row: _Row) -> None:
+        """Cache the KV of prompt + reply: the next turn of the conversation starts with both."""
+        assert self._prefix is not None
+        real = int(batch.mask[i].sum())
+        ids = (row.req.ids + row.out_ids)[:real]
+        # Cloned: a view would pin the whole batch's KV tensors in memory.
+        kv = [(layer.keys[i : i + 1, :, -real:, :].clone(), layer.values[i : i + 1, :, -real:, :].clone())
+              for layer in batch.cache.layers]
+        self._prefix.store(ids, kv)
 
     def _merge(self, a: _Batch, b: _Batch) -> _Batch:
         length = max(a.mask.shape[1], b.mask.shape[1])
@@ -568,7 +617,7 @@ class LocalEngine:
         while safe > row.emitted and text[safe - 1] == "\ufffd":
             safe -= 1
         if safe > row.emitted:
-            row.req.emit(Chunk(index=row.index, text=text[row.emitted : safe]))
+            self._post(row.req, Chunk(index=row.index, text=text[row.emitted : safe]))
             row.emitted = safe
 
     def _end_row(self, row: _Row, reason: FinishReason, text: str | None = None) -> None:
@@ -576,7 +625,7 @@ class LocalEngine:
             with self._tok_lock:
                 text = self._tok.decode(row.out_ids, skip_special_tokens=True)
         row.done = True
-        row.req.emit(Chunk(index=row.index, text=text[row.emitted :], finish_reason=reason))
+        self._post(row.req, Chunk(index=row.index, text=text[row.emitted :], finish_reason=reason))
         row.emitted = len(text)
         row.req.rows_left -= 1
         if row.req.rows_left == 0:
@@ -593,5 +642,5 @@ class LocalEngine:
             completion_tokens=req.completion_tokens,
             cached_tokens=req.cached_tokens,
         )
-        req.emit(Chunk(usage=usage, prompt=req.report))
-        req.emit(None)
+        self._post(req, Chunk(usage=usage, prompt=req.report))
+        self._post(req, None)

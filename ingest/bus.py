@@ -137,7 +137,9 @@ class Bus:
         value = await self.client.hget(self.cursor_key, source)
         return value.decode() if isinstance(value, bytes) else value
 
-    async def dead_letter(self, source: str, reason: str, detail: str, payload: bytes | str) -> None:
+    async def dead_letter(
+        self, source: str, reason: str, detail: str, payload: bytes | str
+    ) -> None:
         pipe = self.client.pipeline(transaction=True)
         self._queue_dead_letter(pipe, source, reason, detail, payload, int(time.time() * 1000))
         await pipe.execute()
@@ -145,9 +147,7 @@ class Bus:
     def _queue_dead_letter(
         self, pipe: Any, source: str, reason: str, detail: str, payload: bytes | str, at_ms: int
     ) -> None:
-        text = (
-            payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else payload
-        )
+        text = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else payload
         fields = {
             "source": source,
             "reason": reason,
@@ -160,18 +160,27 @@ class Bus:
 
     # --- indexers' side ------------------------------------------------------------
 
-    async def read(self, consumer: str, count: int, block_ms: int, pending: bool = False) -> list[BusEntry]:
+    async def read(
+        self, consumer: str, count: int, block_ms: int, pending: bool = False
+    ) -> list[BusEntry]:
         """New entries for `consumer` (or, with `pending`, those it was given and never acked)."""
-        streams = {self.stream: "0" if pending else ">"}
-        reply = await self.client.xreadgroup(
+        streams: dict[Any, Any] = {self.stream: "0" if pending else ">"}
+        reply: Any = await self.client.xreadgroup(
             self.group, consumer, streams, count=count, block=None if pending else block_ms
         )
-        return [decode(_s(eid), _fields(f)) for _, entries in reply or [] for eid, f in entries if f]
+        return [
+            decode(_s(eid), _fields(f)) for _, entries in reply or [] for eid, f in entries if f
+        ]
 
     async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[BusEntry]:
         """Take over entries another consumer left pending for longer than `min_idle_ms`."""
         reply = await self.client.xautoclaim(
-            self.stream, self.group, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
+            self.stream,
+            self.group,
+            consumer,
+            min_idle_time=min_idle_ms,
+            start_id="0-0",
+            count=count,
         )
         entries = reply[1] if len(reply) > 1 else []
         return [decode(_s(eid), _fields(f)) for eid, f in entries if f]
@@ -180,7 +189,9 @@ class Bus:
         if not entry_ids:
             return
         # Count only what XACK really acknowledged: a reclaimed entry acked twice counts once.
-        await self.client.eval(_ACK_AND_COUNT, 2, self.stream, self.counters_key, self.group, *entry_ids)
+        await self.client.eval(
+            _ACK_AND_COUNT, 2, self.stream, self.counters_key, self.group, *entry_ids
+        )
 
     async def trim(self) -> None:
         """Drop entries every consumer is done with, so the stream does not grow forever."""
@@ -207,7 +218,7 @@ class Bus:
         return max(0, counters.get("published", 0) - counters.get("acked", 0))
 
     async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
-        reply = await self.client.xrevrange(self.dead_stream, count=limit)
+        reply: Any = await self.client.xrevrange(self.dead_stream, count=limit)
         letters = []
         for eid, raw in reply:
             f = _fields(raw)

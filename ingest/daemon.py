@@ -104,16 +104,20 @@ class Daemon:
             raise ValueError(f"--once needs sources that end; these do not: {', '.join(endless)}")
         await self.bus.ensure_group()
         index_stop = asyncio.Event()
-        pumps = [asyncio.create_task(self._pump(s, stop), name=f"pump {s.spec}") for s in self.sources]
+        pumps = [
+            asyncio.create_task(self._pump(s, stop), name=f"pump {s.spec}") for s in self.sources
+        ]
         workers = [asyncio.create_task(i.run(index_stop), name="indexer") for i in self.indexers]
         chores = [asyncio.create_task(self._chores(stop, on_progress), name="chores")]
         try:
             if once:
+                sources_done: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*pumps))
                 await asyncio.wait(
-                    [asyncio.gather(*pumps), asyncio.create_task(stop.wait())],
+                    [sources_done, asyncio.create_task(stop.wait())],
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                while not stop.is_set() and await self.bus.lag() > 0:
+                # The lag lives in Redis (other processes' indexers may ack too): poll it.
+                while not stop.is_set() and await self.bus.lag() > 0:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
             else:
                 await stop.wait()
@@ -205,9 +209,14 @@ class Daemon:
         for reason, _, _ in dead:
             self.metrics.dead_letters.labels(reason).inc()
         for reason, detail, _ in dead:
-            log.info("dead letter", extra={"source": source.spec, "reason": reason, "detail": detail[:200]})
+            log.info(
+                "dead letter",
+                extra={"source": source.spec, "reason": reason, "detail": detail[:200]},
+            )
 
-    async def _chores(self, stop: asyncio.Event, on_progress: Callable[[Progress], None] | None) -> None:
+    async def _chores(
+        self, stop: asyncio.Event, on_progress: Callable[[Progress], None] | None
+    ) -> None:
         last_retention = 0.0
         while not stop.is_set():
             with contextlib.suppress(Exception):

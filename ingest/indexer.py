@@ -78,7 +78,9 @@ class Indexer:
         """Index until `stop` is set; first finish what this consumer left pending last time."""
         await self.bus.ensure_group()
         while not stop.is_set():
-            pending = await self.bus.read(self.config.consumer, self.config.batch_size, 0, pending=True)
+            pending = await self.bus.read(
+                self.config.consumer, self.config.batch_size, 0, pending=True
+            )
             if not pending:
                 break
             await self.process(pending, stop)
@@ -189,24 +191,24 @@ class Indexer:
             pipe.hsetnx(self.dupe_key, fp, post.id)
             pipe.hget(self.dupe_key, fp)
         replies = await pipe.execute()
-        owners = {fp: _s(replies[2 * i + 1]) for i, (_, fp) in enumerate(keyed)}
+        owners: dict[str, str] = {fp: _s(replies[2 * i + 1]) for i, (_, fp) in enumerate(keyed)}
         candidates = {owner for post, fp in keyed if (owner := owners[fp]) != post.id}
         alive = {p.id for p, fp in keyed if owners[fp] == p.id}
         if candidates:
             alive |= {p.id for p in await asyncio.to_thread(self.store.get, sorted(candidates))}
         kept: list[Post] = []
         pipe = client.pipeline(transaction=False)
-        for post, fp in zip(posts, prints, strict=True):
-            owner = owners.get(fp) if fp else None
-            if fp is None or owner is None or owner == post.id:
+        for post, maybe_fp in zip(posts, prints, strict=True):
+            owner = owners.get(maybe_fp) if maybe_fp else None
+            if maybe_fp is None or owner is None or owner == post.id:
                 kept.append(post)
             elif owner in alive:
                 pipe.hincrby(self.dupe_count_key, owner, 1)
                 self.metrics.duplicates.inc()
             else:
-                owners[fp] = post.id
+                owners[maybe_fp] = post.id
                 alive.add(post.id)
-                pipe.hset(self.dupe_key, fp, post.id)
+                pipe.hset(self.dupe_key, maybe_fp, post.id)
                 kept.append(post)
         await pipe.execute()
         return kept

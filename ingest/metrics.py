@@ -33,16 +33,22 @@ class IngestMetrics:
             "quipfeed_store_errors", "Store writes that failed and will be retried", registry=r
         )
         self.source_reconnects = Counter(
-            "quipfeed_source_errors", "Source iterations that ended in an error", ["source"],
+            "quipfeed_source_errors",
+            "Source iterations that ended in an error",
+            ["source"],
             registry=r,
         )
         self.batch_seconds = Histogram(
-            "quipfeed_batch_seconds", "Embed + write time of one indexer batch",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "quipfeed_batch_seconds",
+            "Embed + write time of one indexer batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.freshness_seconds = Histogram(
-            "quipfeed_freshness_seconds", "From a post reaching the bus to it being searchable",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "quipfeed_freshness_seconds",
+            "From a post reaching the bus to it being searchable",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.bus_lag = Gauge(
             "quipfeed_bus_lag", "Changes on the bus not yet acknowledged by an indexer", registry=r

@@ -81,7 +81,8 @@ def ingest(
         bool, typer.Option(help="Drain finite sources, wait until every post is indexed, exit.")
     ] = False,
     speed: Annotated[
-        float, typer.Option(min=0, help="jsonl replay speed: 0 = as fast as possible, 1 = real time.")
+        float,
+        typer.Option(min=0, help="jsonl replay speed: 0 = as fast as possible, 1 = real time."),
     ] = 0.0,
     workers: Annotated[int | None, typer.Option(min=1, help="Indexer workers.")] = None,
     host: Annotated[str | None, typer.Option(help="Health/metrics/search address.")] = None,
@@ -104,9 +105,12 @@ def ingest(
     except (SourceSpecError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     if once and not all(s.finite for s in sources):
-        fail("--once needs sources that end (jsonl:, rss:); "
-             + ", ".join(s.spec for s in sources if not s.finite) + " never do")
-    show = progress_display.ProgressLine(enabled=not as_json and sys.stderr.isatty() or once)
+        fail(
+            "--once needs sources that end (jsonl:, rss:); "
+            + ", ".join(s.spec for s in sources if not s.finite)
+            + " never do"
+        )
+    show = progress_display.ProgressLine(enabled=(not as_json and sys.stderr.isatty()) or once)
     try:
         report = asyncio.run(
             run_ingest(
@@ -144,9 +148,7 @@ def dead_letters(
     from quipfeed.queries import dead_letters as fetch
 
     letters = fetch(settings_from(config), limit)
-    lines = [
-        f"{d['entry_id']}  {d['source']}  {d['reason']}: {d['detail'][:100]}" for d in letters
-    ]
+    lines = [f"{d['entry_id']}  {d['source']}  {d['reason']}: {d['detail'][:100]}" for d in letters]
     emit(letters, as_json, "\n".join(lines) or "no dead letters")
 
 
@@ -207,8 +209,8 @@ def eval_retrieval(
     config: ConfigOpt = None,
 ) -> None:
     """Recall@10, nDCG@10 and MRR of the default search, with an ablation (default: dev set)."""
-    from retrieval.evaluation import DEVSET_POSTS, DEVSET_QUERIES, evaluate
     from quipfeed.runtime import embedder_for
+    from retrieval.evaluation import DEVSET_POSTS, DEVSET_QUERIES, evaluate
 
     settings = settings_from(config)
     posts, queries = posts or DEVSET_POSTS, queries or DEVSET_QUERIES
@@ -235,7 +237,9 @@ def eval_retrieval(
 @bench_app.command("ingest")
 def bench_ingest(
     posts: Annotated[int, typer.Option(help="Posts to replay per measurement.")] = 2000,
-    rate: Annotated[float, typer.Option(help="Offered rate (posts/s) for the freshness run.")] = 50.0,
+    rate: Annotated[
+        float, typer.Option(help="Offered rate (posts/s) for the freshness run.")
+    ] = 50.0,
     embedder: Annotated[
         str | None, typer.Option(help="sentence-transformers or static (default: settings).")
     ] = None,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 

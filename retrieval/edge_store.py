@@ -288,7 +288,11 @@ def _final_request(plan: QueryPlan) -> q.QueryRequest:
             midpoint=0.5,
             scale=plan.decay.half_life_s,
         )
-        query = q.Formula(q.Expression.Mult([q.Expression.Variable("$score"), decay]))
+        floor = plan.decay.floor
+        boost = q.Expression.Sum(
+            [q.Expression.Constant(floor), q.Expression.Mult([q.Expression.Constant(1 - floor), decay])]
+        )
+        query = q.Formula(q.Expression.Mult([q.Expression.Variable("$score"), boost]))
         prefetches = [inner]
     return q.QueryRequest(
         limit=plan.limit,

@@ -87,7 +87,9 @@ class SentenceTransformerEmbedder:
         self._model = st
         self._lock = threading.Lock()
         self._batch_size = batch_size
-        dim = st.get_sentence_embedding_dimension()
+        # sentence-transformers 6 renamed the getter; keep working with 5.x too.
+        getter = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+        dim = getter()
         if dim is None:
             raise EmbedderError(f"model at {path} does not declare its embedding size")
         self._dim = int(dim)

@@ -143,7 +143,7 @@ def evaluate(
     work_dir: Path,
     *,
     half_life: timedelta = DEFAULT_HALF_LIFE,
-    fusions: Sequence[Fusion] = ("rrf", "dbsf"),
+    fusions: Sequence[Fusion] = ("dbsf", "rrf"),
     k: int = K,
 ) -> dict[str, Any]:
     """Index `posts_path` into a fresh shard under `work_dir`, run every query, score it.

@@ -290,7 +290,9 @@ def _final_request(plan: QueryPlan) -> m.QueryRequest:
                 midpoint=0.5,
             )
         )
-        query = m.FormulaQuery(formula=m.MultExpression(mult=["$score", decay]))
+        floor = plan.decay.floor
+        boost = m.SumExpression(sum=[floor, m.MultExpression(mult=[1 - floor, decay])])
+        query = m.FormulaQuery(formula=m.MultExpression(mult=["$score", boost]))
         using, prefetch = None, [inner]
     return m.QueryRequest(
         query=query,

@@ -133,24 +133,34 @@ class JetstreamSource:
                     open_timeout=self._open_timeout_s,
                     max_size=_MAX_MESSAGE_BYTES,
                     compression=None,
+                    close_timeout=2.0,
                 ) as ws:
                     logger.info(
                         "jetstream connected",
                         extra={"source": self._spec, "url": url, "cursor": start},
                     )
                     backoff.reset()
-                    async for message in ws:
-                        payload = self._decode(message)
-                        head = (
-                            payload[:400]
-                            if isinstance(payload, str)
-                            else payload[:400].decode("utf-8", "replace")
-                        )
-                        if (found := _TIME_US.search(head)) is not None:
-                            t = int(found.group(1))
-                            if best is None or t > best:
-                                best = t
-                        yield RawEvent(payload=payload, cursor=None if best is None else str(best))
+                    try:
+                        async for message in ws:
+                            payload = self._decode(message)
+                            head = (
+                                payload[:400]
+                                if isinstance(payload, str)
+                                else payload[:400].decode("utf-8", "replace")
+                            )
+                            if (found := _TIME_US.search(head)) is not None:
+                                t = int(found.group(1))
+                                if best is None or t > best:
+                                    best = t
+                            yield RawEvent(
+                                payload=payload, cursor=None if best is None else str(best)
+                            )
+                    except (GeneratorExit, asyncio.CancelledError):
+                        # The consumer is gone: skip the close handshake, which can stall
+                        # for close_timeout while unread messages fill the receive buffer.
+                        if ws.transport is not None:
+                            ws.transport.abort()
+                        raise
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
                 error = f"{type(exc).__name__}: {exc}"[:300]
             delay = backoff.next_delay()

@@ -56,7 +56,7 @@ class FakeJetstream:
         self.sent = 0
         self._port = port
         self._server: Server | None = None
-        self._published = asyncio.Condition()
+        self._published = asyncio.Event()
         self.port = 0
 
     @property
@@ -66,8 +66,8 @@ class FakeJetstream:
     async def publish(self, line: str) -> None:
         """Append an event; live connections whose filters match receive it."""
         self.events.append((line, json.loads(line)))
-        async with self._published:
-            self._published.notify_all()
+        self._published.set()
+        self._published = asyncio.Event()
 
     def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
@@ -125,8 +125,14 @@ class FakeJetstream:
                     assert ws.transport is not None
                     ws.transport.abort()
                     return
-            async with self._published:
-                await self._published.wait_for(lambda i=index: i < len(self.events))  # type: ignore[misc]
+            # Idle until something is published or the connection goes away.
+            published = asyncio.ensure_future(self._published.wait())
+            closed = asyncio.ensure_future(ws.wait_closed())
+            await asyncio.wait({published, closed}, return_when=asyncio.FIRST_COMPLETED)
+            published.cancel()
+            if closed.done():
+                return
+            closed.cancel()
 
     async def __aenter__(self) -> FakeJetstream:
         sock = bind_loopback(self._port)

@@ -197,11 +197,18 @@ async def test_prefix_cache_reuses_turn_one_and_keeps_greedy_output_identical(
         assert reply1.usage.cached_tokens == 0
         turn2 = [*turn1, ChatMessage(role="assistant", content=reply1.text),
                  ChatMessage(role="user", content="and the football")]
-        warm = await cached.generate(turn2, GREEDY)
+        # Turn 2 runs batched beside an unrelated request, so its reply is cached from a padded row.
+        other = [ChatMessage(role="user", content="unrelated " * 30)]
+        warm, _ = await asyncio.gather(cached.generate(turn2, GREEDY), cached.generate(other, GREEDY))
         cold = await tiny_engine.generate(turn2, GREEDY)
         assert warm.text == cold.text
         assert warm.usage.cached_tokens >= len(cached.prompt_ids(turn1)) - 1
         assert cold.usage.cached_tokens == 0
-        assert cached.prefix_cache is not None and cached.prefix_cache.hits >= 1
+        turn3 = [*turn2, ChatMessage(role="assistant", content=warm.text),
+                 ChatMessage(role="user", content="and the vote")]
+        warm3 = await cached.generate(turn3, GREEDY)
+        assert warm3.text == (await tiny_engine.generate(turn3, GREEDY)).text
+        assert warm3.usage.cached_tokens >= len(cached.prompt_ids(turn2)) - 1
+        assert cached.prefix_cache is not None and cached.prefix_cache.hits >= 2
     finally:
         await cached.aclose()

@@ -12,8 +12,11 @@ from retrieval.post import Post
 
 
 def post(n: int) -> Post:
-    return Post(id=f"at://did:plc:x/app.bsky.feed.post/{n}", text=f"post {n}",
-                created_at=datetime(2024, 5, 1, tzinfo=UTC))
+    return Post(
+        id=f"at://did:plc:x/app.bsky.feed.post/{n}",
+        text=f"post {n}",
+        created_at=datetime(2024, 5, 1, tzinfo=UTC),
+    )
 
 
 async def make_bus(url: str) -> Bus:

@@ -35,19 +35,38 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A data dir holding the 200 real fixture posts plus a file of bad lines, ingested once."""
     data_dir = tmp_path_factory.mktemp("data")
     bad = data_dir / "bad.jsonl"
-    ok = {"id": "ok:1", "text": "a perfectly fine post about the harbour", "created_at": "2024-05-02T10:00:00Z"}
+    ok = {
+        "id": "ok:1",
+        "text": "a perfectly fine post about the harbour",
+        "created_at": "2024-05-02T10:00:00Z",
+    }
     with bad.open("wb") as f:
         f.write(b'{"id": "broken", "text": \n')  # malformed JSON
-        f.write(json.dumps({"id": "no-text", "created_at": "2024-05-02T10:00:00Z"}).encode() + b"\n")
+        f.write(
+            json.dumps({"id": "no-text", "created_at": "2024-05-02T10:00:00Z"}).encode() + b"\n"
+        )
         f.write(json.dumps({**ok, "id": "huge", "text": "x" * 1_000_000}).encode() + b"\n")
-        f.write(json.dumps({**ok, "id": "old", "created_at": "1970-01-01T00:00:00Z"}).encode() + b"\n")
-        f.write(json.dumps({**ok, "id": "future", "created_at": "2099-01-01T00:00:00Z"}).encode() + b"\n")
+        f.write(
+            json.dumps({**ok, "id": "old", "created_at": "1970-01-01T00:00:00Z"}).encode() + b"\n"
+        )
+        f.write(
+            json.dumps({**ok, "id": "future", "created_at": "2099-01-01T00:00:00Z"}).encode()
+            + b"\n"
+        )
         f.write(json.dumps({**ok, "id": "odd", "op": "explode"}).encode() + b"\n")
         f.write(b'{"id": "latin1", "text": "caf\xe9", "created_at": "2024-05-02T10:00:00Z"}\n')
         f.write(json.dumps(ok).encode() + b"\n")
     result = quipfeed(
-        data_dir, "ingest", "--once", "--port", "0", "--json",
-        "--source", f"jsonl:{BLUESKY_200}", "--source", f"jsonl:{bad}",
+        data_dir,
+        "ingest",
+        "--once",
+        "--port",
+        "0",
+        "--json",
+        "--source",
+        f"jsonl:{BLUESKY_200}",
+        "--source",
+        f"jsonl:{bad}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     yield data_dir
@@ -87,7 +106,9 @@ def test_search_as_of_a_moment_hides_posts_not_yet_written(ingested: Path) -> No
     lines = [json.loads(x) for x in BLUESKY_200.read_text().splitlines()]
     late = max(lines, key=lambda d: d["created_at"])
     before = "2024-05-01T00:00:00Z"
-    hits = json.loads(quipfeed(ingested, "search", late["text"][:120], "--json", "--now", before).stdout)
+    hits = json.loads(
+        quipfeed(ingested, "search", late["text"][:120], "--json", "--now", before).stdout
+    )
     assert late["id"] not in [h["id"] for h in hits]
 
 

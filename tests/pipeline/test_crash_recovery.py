@@ -62,27 +62,45 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(tmp_path: P
         indexed_before_kill = 0
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:] if daemon.stderr else ""
+            assert daemon.poll() is None, (
+                daemon.stderr.read().decode()[-3000:] if daemon.stderr else ""
+            )
             try:
-                indexed_before_kill = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json()["posts"]
+                indexed_before_kill = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json()[
+                    "posts"
+                ]
             except httpx.HTTPError:
                 indexed_before_kill = 0
             if indexed_before_kill >= 30:
                 break
             time.sleep(0.1)
         assert 30 <= indexed_before_kill < len(ids), "the kill must land mid-stream"
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+        assert health["status"] == "ok"
+        assert health["sources"][f"jsonl:{feed}"]["state"] == "running"
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert "quipfeed_posts_indexed_total" in metrics
+        assert "quipfeed_freshness_seconds_bucket" in metrics
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(timeout=30)
 
         restart = subprocess.run(
             [*cli, "--once", "--port", "0", "--json"],
-            env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
         )
         assert restart.returncode == 0, restart.stderr[-3000:]
         stats = json.loads(
             subprocess.run(
                 [sys.executable, "-m", "quipfeed.cli", "stats", "--json"],
-                env=env, capture_output=True, text=True, timeout=120, check=True,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
             ).stdout
         )
         assert stats["posts"] == len(ids)

@@ -25,7 +25,9 @@ def real_posts(n: int) -> list[Post]:
 async def make(redis_url: str, store: Any, embedder: Any) -> tuple[Bus, Indexer]:
     bus = Bus(aioredis.from_url(redis_url), "test:posts", "indexers")
     await bus.ensure_group()
-    indexer = Indexer(bus, store, embedder, IndexerConfig(consumer="w0", batch_size=32), IngestMetrics())
+    indexer = Indexer(
+        bus, store, embedder, IndexerConfig(consumer="w0", batch_size=32), IngestMetrics()
+    )
     return bus, indexer
 
 
@@ -34,7 +36,9 @@ async def drain(bus: Bus, indexer: Indexer) -> None:
         await indexer.process(entries)
 
 
-async def test_replaying_the_same_posts_twice_indexes_each_once(redis_url, edge_store, minilm) -> None:
+async def test_replaying_the_same_posts_twice_indexes_each_once(
+    redis_url, edge_store, minilm
+) -> None:
     bus, indexer = await make(redis_url, edge_store, minilm)
     posts = real_posts(40)
     for _ in range(2):
@@ -44,7 +48,9 @@ async def test_replaying_the_same_posts_twice_indexes_each_once(redis_url, edge_
     assert await bus.lag() == 0
 
 
-async def test_a_delete_removes_the_post_and_an_edit_replaces_it(redis_url, edge_store, minilm) -> None:
+async def test_a_delete_removes_the_post_and_an_edit_replaces_it(
+    redis_url, edge_store, minilm
+) -> None:
     bus, indexer = await make(redis_url, edge_store, minilm)
     a, b = real_posts(2)
     edited = b.model_copy(update={"text": "an edited text about volcanoes"})
@@ -57,7 +63,9 @@ async def test_a_delete_removes_the_post_and_an_edit_replaces_it(redis_url, edge
     assert stored[0].text == "an edited text about volcanoes"
 
 
-async def test_a_create_then_delete_in_one_batch_leaves_nothing(redis_url, edge_store, minilm) -> None:
+async def test_a_create_then_delete_in_one_batch_leaves_nothing(
+    redis_url, edge_store, minilm
+) -> None:
     bus, indexer = await make(redis_url, edge_store, minilm)
     (a,) = real_posts(1)
     await bus.publish("s", [([Upsert(a)], "1"), ([Delete(post_id=a.id)], "2")])
@@ -88,7 +96,12 @@ async def test_reposts_and_copy_paste_spam_collapse_onto_one_post_with_a_count(
     text = "Breaking: the river has burst its banks near the old bridge, stay away"
     original = Post(id="tw:1", text=text, created_at=when, author="a")
     copies = [
-        Post(id=f"tw:{i}", text=f"RT @a: {text.upper()}!! https://t.co/x{i}", created_at=when, author=f"u{i}")
+        Post(
+            id=f"tw:{i}",
+            text=f"RT @a: {text.upper()}!! https://t.co/x{i}",
+            created_at=when,
+            author=f"u{i}",
+        )
         for i in range(2, 6)
     ]
     await bus.publish("s", [([Upsert(original)], "1")])
@@ -139,7 +152,9 @@ async def test_a_store_outage_is_retried_and_nothing_is_acked_before_the_write(
     assert indexer.metrics.store_errors._value.get() == 3
 
 
-async def test_stopping_during_an_outage_leaves_the_batch_pending(redis_url, edge_store, minilm) -> None:
+async def test_stopping_during_an_outage_leaves_the_batch_pending(
+    redis_url, edge_store, minilm
+) -> None:
     flaky = FlakyStore(edge_store, failures=1_000)
     bus, indexer = await make(redis_url, flaky, minilm)
     await bus.publish("s", [([Upsert(p)], "1") for p in real_posts(3)])

@@ -1,0 +1,153 @@
+"""CLI commands for the inference package: `serve-model` and `bench inference`.
+
+`quipfeed/cli.py` calls `register(app, bench_app)`; each command is a few lines over a package
+function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated
+
+import typer
+
+
+def _bench_module() -> ModuleType:
+    # `bench/` sits at the repo root, next to the packages, and is not installed.
+    try:
+        return importlib.import_module("bench.inference")
+    except ImportError:
+        path = Path(__file__).resolve().parents[1] / "bench" / "inference.py"
+        if not path.is_file():
+            raise typer.BadParameter(f"benchmark code not found at {path}") from None
+        spec = importlib.util.spec_from_file_location("quipfeed_bench_inference", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+
+def serve_model(
+    model: Annotated[
+        str | None, typer.Option(help="A model folder (or a hub id, if reachable).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 30000,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    max_batch_size: Annotated[
+        int, typer.Option(min=1, max=1024, help="Sequences decoded together.")
+    ] = 16,
+    prefix_cache_tokens: Annotated[
+        int, typer.Option(min=0, help="Prompt-prefix KV cache size in tokens (0: off).")
+    ] = 16_384,
+    tiny: Annotated[
+        bool, typer.Option(help="Serve a freshly built tiny random MoE (demos, tests).")
+    ] = False,
+    sglang_profile: Annotated[
+        str | None, typer.Option(help="Print the SGLang launch command of this profile and exit.")
+    ] = None,
+) -> None:
+    """Serve a local model over the OpenAI-compatible API (what SGLang speaks), streaming SSE."""
+    if sglang_profile is not None:
+        from inference.launch import load_profile, router_command, server_command
+
+        try:
+            profile = load_profile(sglang_profile)
+        except KeyError as e:
+            raise typer.BadParameter(str(e.args[0]), param_hint="--sglang-profile") from None
+        typer.echo(f"# {profile.description} — {profile.gpus} GPU(s), {profile.memory_note}")
+        typer.echo(" ".join(server_command(profile, host=host, port=port)))
+        if profile.worker_profile is not None:
+            typer.echo(
+                " ".join(
+                    router_command(
+                        profile,
+                        ["http://WORKER1:30000", "http://WORKER2:30000"],
+                        host=host,
+                        port=port,
+                    )
+                )
+            )
+        return
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter("device must be auto, cpu or cuda", param_hint="--device")
+    if tiny == (model is not None):
+        raise typer.BadParameter("give --model PATH or --tiny (one of them)", param_hint="--model")
+
+    from inference.errors import EngineUnavailable
+    from inference.local import LocalEngine
+    from inference.serve import run_server
+
+    if tiny:
+        import tempfile
+
+        from inference.tiny_model import build_tiny_moe
+
+        model = str(build_tiny_moe(Path(tempfile.mkdtemp(prefix="quipfeed-tiny-")) / "tiny-moe"))
+    assert model is not None
+    if Path(model).exists() and not (Path(model) / "config.json").is_file():
+        typer.echo(
+            f"error: {model} has no config.json; is it a transformers model folder?", err=True
+        )
+        raise typer.Exit(1)
+    try:
+        engine = LocalEngine.load(
+            model,
+            device=device,  # type: ignore[arg-type]
+            max_batch_size=max_batch_size,
+            prefix_cache_tokens=prefix_cache_tokens,
+        )
+    except EngineUnavailable as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"serving {engine.model_name} on http://{host}:{port}/v1 "
+        f"(context {engine.context_window}, batch {max_batch_size})",
+        err=True,
+    )
+    try:
+        run_server(engine, host=host, port=port)
+    finally:
+        engine.close()
+
+
+def bench_inference(
+    json_out: Annotated[bool, typer.Option("--json", help="Print figures as JSON.")] = False,
+    concurrency: Annotated[
+        list[int] | None, typer.Option(help="Concurrency levels (repeat).")
+    ] = None,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Requests per level = concurrency × rounds.")
+    ] = 2,
+    max_tokens: Annotated[int, typer.Option(min=1, max=4096)] = 32,
+    turns: Annotated[
+        int, typer.Option(min=2, max=20, help="Turns in the prefix-reuse conversation.")
+    ] = 4,
+    model: Annotated[
+        Path | None, typer.Option(help="Local model folder (default: tiny random MoE).")
+    ] = None,
+    sglang_url: Annotated[
+        str | None, typer.Option(envvar="SGLANG_URL", help="Also bench this SGLang server.")
+    ] = None,
+) -> None:
+    """Time to first token, tokens/s at concurrency 1/8/32, client overhead, prefix reuse."""
+    _bench_module().main(
+        as_json=json_out,
+        levels=concurrency or [1, 8, 32],
+        rounds=rounds,
+        max_tokens=max_tokens,
+        turns=turns,
+        model_path=model,
+        sglang_url=sglang_url,
+    )
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Add `serve-model` to `app` and `inference` to the `bench` sub-app."""
+    app.command("serve-model")(serve_model)
+    bench_app.command("inference")(bench_inference)
