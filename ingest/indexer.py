@@ -192,7 +192,7 @@ class Indexer:
             pipe.hget(self.dupe_key, fp)
         replies = await pipe.execute()
         owners: dict[str, str] = {fp: _s(replies[2 * i + 1]) for i, (_, fp) in enumerate(keyed)}
-        candidates = {owner for post, fp in keyed if (owner := owners[fp]) != post.id}
+        candidates = {owners[fp] for post, fp in keyed if owners[fp] != post.id}
         alive = {p.id for p, fp in keyed if owners[fp] == p.id}
         if candidates:
             alive |= {p.id for p in await asyncio.to_thread(self.store.get, sorted(candidates))}
