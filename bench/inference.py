@@ -33,20 +33,32 @@ from inference.openai_engine import OpenAIEngine
 from inference.tiny_model import build_tiny_moe
 
 # A realistic persona prompt is a few hundred tokens; each turn brings ~3 fresh posts.
-SYSTEM = ("You are Quip, a witty assistant that reads the public feed and cites posts by number. "
-          "Keep answers short, never invent posts, say when the feed is quiet. ") * 8
-FRESH = [f"{i}. post about topic {t} with some words about the storm, the match and the vote"
-         for t in range(4) for i in range(1, 4)]
-QUESTIONS = ["what is the feed saying?", "and about sports?", "anything on space?",
-             "what about markets?", "summarise it all."]
+SYSTEM = (
+    "You are Quip, a witty assistant that reads the public feed and cites posts by number. "
+    "Keep answers short, never invent posts, say when the feed is quiet. "
+) * 8
+FRESH = [
+    f"{i}. post about topic {t} with some words about the storm, the match and the vote"
+    for t in range(4)
+    for i in range(1, 4)
+]
+QUESTIONS = [
+    "what is the feed saying?",
+    "and about sports?",
+    "anything on space?",
+    "what about markets?",
+    "summarise it all.",
+]
 
 # One run: (ttft seconds, completion tokens)
 Run = Callable[[int], Awaitable[tuple[float, int]]]
 
 
 def _question(i: int) -> list[ChatMessage]:
-    return [ChatMessage(role="system", content="be brief"),
-            ChatMessage(role="user", content=f"request {i}: what is the feed saying about topic {i}?")]
+    return [
+        ChatMessage(role="system", content="be brief"),
+        ChatMessage(role="user", content=f"request {i}: what is the feed saying about topic {i}?"),
+    ]
 
 
 async def _level(run: Run, concurrency: int, rounds: int) -> dict[str, float]:
@@ -58,12 +70,17 @@ async def _level(run: Run, concurrency: int, rounds: int) -> dict[str, float]:
             results.append(await run(i))
 
     start = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(concurrency * rounds)))
+    # At least 4 requests per round even at concurrency 1, so one slow request is not the figure.
+    await asyncio.gather(*(one(i) for i in range(max(concurrency, 4) * rounds)))
     wall = time.perf_counter() - start
     tokens = sum(n for _, n in results)
-    return {"concurrency": concurrency, "requests": len(results),
-            "ttft_ms_median": round(statistics.median(t for t, _ in results) * 1000, 2),
-            "tokens_per_s": round(tokens / wall, 1), "completion_tokens": tokens}
+    return {
+        "concurrency": concurrency,
+        "requests": len(results),
+        "ttft_ms_median": round(statistics.median(t for t, _ in results) * 1000, 2),
+        "tokens_per_s": round(tokens / wall, 1),
+        "completion_tokens": tokens,
+    }
 
 
 def _engine_run(engine: Any, params: SamplingParams) -> Run:
@@ -85,9 +102,14 @@ def _raw_http_run(client: httpx.AsyncClient, model: str, params: SamplingParams)
     """The baseline: a bare SSE POST parsed by hand, no retries, breaker or models."""
 
     async def run(i: int) -> tuple[float, int]:
-        body = {"model": model, "messages": [m.model_dump() for m in _question(i)], "stream": True,
-                "max_tokens": params.max_tokens, "temperature": params.temperature,
-                "stream_options": {"include_usage": True}}
+        body = {
+            "model": model,
+            "messages": [m.model_dump() for m in _question(i)],
+            "stream": True,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "stream_options": {"include_usage": True},
+        }
         start = time.perf_counter()
         ttft = 0.0
         tokens = 0
@@ -110,10 +132,13 @@ class _server_process:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        code = ("import sys; from inference.local import LocalEngine; from inference.serve import run_server; "
-                f"run_server(LocalEngine.load({str(path)!r}, max_batch_size={batch}), port={self.port})")
-        self.proc = subprocess.Popen([sys.executable, "-c", code],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        code = (
+            "from inference.local import LocalEngine; from inference.serve import run_server; "
+            f"run_server(LocalEngine.load({str(path)!r}, max_batch_size={batch}), port={self.port})"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
     def __enter__(self) -> str:
         url = f"http://127.0.0.1:{self.port}"
@@ -134,8 +159,16 @@ class _server_process:
         self.proc.wait(10)
 
 
-async def _compare(url: str, model: str, levels: list[int], rounds: int,
-                   params: SamplingParams) -> dict[str, Any]:
+def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    ordered = sorted(runs, key=lambda r: r["tokens_per_s"])
+    median = dict(ordered[len(ordered) // 2])
+    median["ttft_ms_median"] = round(statistics.median(r["ttft_ms_median"] for r in runs), 2)
+    return median
+
+
+async def _compare(
+    url: str, model: str, levels: list[int], rounds: int, params: SamplingParams, repeats: int
+) -> dict[str, Any]:
     ours = OpenAIEngine(url, model=model)
     raw_client = httpx.AsyncClient(base_url=url, timeout=300)
     out: dict[str, Any] = {"raw_http": [], "openai_engine": [], "overhead": []}
@@ -145,25 +178,40 @@ async def _compare(url: str, model: str, levels: list[int], rounds: int,
         await _level(_raw_http_run(raw_client, model, params), 2, 1)
         await _level(_engine_run(ours, params), 2, 1)
         for c in levels:
-            # Alternate to spread any drift (other load on the machine) over both.
-            raw = await _level(_raw_http_run(raw_client, model, params), c, rounds)
-            mine = await _level(_engine_run(ours, params), c, rounds)
+            # Alternate raw and ours `repeats` times and keep each one's median run, so drift
+            # (other load on the machine) falls on both alike.
+            raws: list[dict[str, float]] = []
+            mines: list[dict[str, float]] = []
+            for _ in range(repeats):
+                raws.append(await _level(_raw_http_run(raw_client, model, params), c, rounds))
+                mines.append(await _level(_engine_run(ours, params), c, rounds))
+            raw = _median_run(raws)
+            mine = _median_run(mines)
             out["raw_http"].append(raw)
             out["openai_engine"].append(mine)
-            out["overhead"].append({
-                "concurrency": c,
-                "tokens_per_s_pct": round(100 * (1 - mine["tokens_per_s"] / raw["tokens_per_s"]), 2)
-                if raw["tokens_per_s"] else None,
-                "ttft_ms": round(mine["ttft_ms_median"] - raw["ttft_ms_median"], 2),
-            })
+            out["overhead"].append(
+                {
+                    "concurrency": c,
+                    "tokens_per_s_pct": round(
+                        100 * (1 - mine["tokens_per_s"] / raw["tokens_per_s"]), 2
+                    )
+                    if raw["tokens_per_s"]
+                    else None,
+                    "ttft_ms": round(mine["ttft_ms_median"] - raw["ttft_ms_median"], 2),
+                }
+            )
     finally:
         await ours.aclose()
         await raw_client.aclose()
     return out
 
 
-async def _prefix_reuse(engine: Any, tokenize: Callable[[list[ChatMessage]], list[int]] | None,
-                        turns: int, params: SamplingParams) -> dict[str, Any]:
+async def _prefix_reuse(
+    engine: Any,
+    tokenize: Callable[[list[ChatMessage]], list[int]] | None,
+    turns: int,
+    params: SamplingParams,
+) -> dict[str, Any]:
     """Run a conversation; report the layout's shared-prefix ratio (when we can tokenise) and the
     engine's own cached-token ratio per turn."""
     history: list[ChatMessage] = []
@@ -171,7 +219,7 @@ async def _prefix_reuse(engine: Any, tokenize: Callable[[list[ChatMessage]], lis
     layout: list[float] = []
     reported: list[float] = []
     for t in range(turns):
-        fresh = "\n".join(FRESH[(3 * t) % len(FRESH):(3 * t) % len(FRESH) + 3])
+        fresh = "\n".join(FRESH[(3 * t) % len(FRESH) : (3 * t) % len(FRESH) + 3])
         msgs = turn_messages(SYSTEM, history, QUESTIONS[t % len(QUESTIONS)], fresh_context=fresh)
         reply = await engine.generate(msgs, params)
         if tokenize is not None:
@@ -180,7 +228,10 @@ async def _prefix_reuse(engine: Any, tokenize: Callable[[list[ChatMessage]], lis
                 from inference.layout import shared_prefix_ratio
 
                 layout.append(round(shared_prefix_ratio(previous, ids), 3))
-            previous = ids + tokenize([*msgs, ChatMessage(role="assistant", content=reply.text)])[len(ids):]
+            previous = (
+                ids
+                + tokenize([*msgs, ChatMessage(role="assistant", content=reply.text)])[len(ids) :]
+            )
         if t > 0:
             u = reply.usage
             reported.append(round(u.cached_tokens / u.prompt_tokens, 3) if u.prompt_tokens else 0.0)
@@ -188,13 +239,26 @@ async def _prefix_reuse(engine: Any, tokenize: Callable[[list[ChatMessage]], lis
     return {"turns": turns, "layout_shared_prefix_ratio": layout, "engine_cached_ratio": reported}
 
 
-async def run(*, levels: list[int] | None = None, rounds: int = 2, max_tokens: int = 32,
-              turns: int = 4, model_path: Path | None = None,
-              sglang_url: str | None = None) -> dict[str, Any]:
+async def run(
+    *,
+    levels: list[int] | None = None,
+    rounds: int = 1,
+    repeats: int = 3,
+    max_tokens: int = 32,
+    turns: int = 4,
+    model_path: Path | None = None,
+    sglang_url: str | None = None,
+    server_thread: bool = False,
+) -> dict[str, Any]:
     """Run the benchmark; returns the figures as a JSON-able dict."""
     levels = levels or [1, 8, 32]
     params = SamplingParams(max_tokens=max_tokens, temperature=0)
-    report: dict[str, Any] = {"levels": levels, "rounds": rounds, "max_tokens": max_tokens}
+    report: dict[str, Any] = {
+        "levels": levels,
+        "rounds": rounds,
+        "repeats": repeats,
+        "max_tokens": max_tokens,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         path = model_path or build_tiny_moe(Path(tmp) / "tiny-moe")
         engine = LocalEngine.load(path, device="auto", max_batch_size=max(levels))
@@ -205,14 +269,33 @@ async def run(*, levels: list[int] | None = None, rounds: int = 2, max_tokens: i
         finally:
             await engine.aclose()
         # The server runs in its own process, as in production: a client sharing its GIL would
-        # slow the server and inflate the measured overhead.
-        with _server_process(path, max(levels)) as url:
-            local.update(await _compare(url, path.name, levels, rounds, params))
+        # slow the server and inflate the measured overhead. (`server_thread`: quicker to start,
+        # for smoke tests; its overhead figures are pessimistic.)
+        if server_thread:
+            from inference.serve import ServerThread
+
+            thread_engine = LocalEngine.load(path, device="auto", max_batch_size=max(levels))
+            try:
+                with ServerThread(thread_engine) as server:
+                    local.update(
+                        await _compare(
+                            server.url, thread_engine.model_name, levels, rounds, params, repeats
+                        )
+                    )
+            finally:
+                await thread_engine.aclose()
+        else:
+            with _server_process(path, max(levels)) as url:
+                local.update(await _compare(url, path.name, levels, rounds, params, repeats))
+        local["server"] = "thread" if server_thread else "process"
         report["local"] = local
         cached = LocalEngine.load(path, device="auto", prefix_cache_tokens=16_384)
         try:
             report["local"]["prefix_reuse"] = await _prefix_reuse(
-                cached, lambda m: cached.prompt_ids(m), turns, SamplingParams(max_tokens=16, temperature=0)
+                cached,
+                lambda m: cached.prompt_ids(m),
+                turns,
+                SamplingParams(max_tokens=16, temperature=0),
             )
         finally:
             await cached.aclose()
@@ -220,9 +303,10 @@ async def run(*, levels: list[int] | None = None, rounds: int = 2, max_tokens: i
         probe = OpenAIEngine(sglang_url)
         info = await probe.start()
         sg: dict[str, Any] = {"url": sglang_url, "model": info.model}
-        sg.update(await _compare(sglang_url, info.model, levels, rounds, params))
-        sg["prefix_reuse"] = await _prefix_reuse(probe, None, turns,
-                                                 SamplingParams(max_tokens=64, temperature=0))
+        sg.update(await _compare(sglang_url, info.model, levels, rounds, params, repeats))
+        sg["prefix_reuse"] = await _prefix_reuse(
+            probe, None, turns, SamplingParams(max_tokens=64, temperature=0)
+        )
         await probe.aclose()
         report["sglang"] = sg
     return report
@@ -238,15 +322,23 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"== {target}: {data.get('model')} ==")
         for label in ("in_process", "raw_http", "openai_engine"):
             for row in data.get(label, []):
-                lines.append(f"  {label:14} c={row['concurrency']:<3} ttft={row['ttft_ms_median']:8.2f} ms"
-                             f"  {row['tokens_per_s']:8.1f} tok/s  ({row['requests']} requests)")
+                lines.append(
+                    f"  {label:14} c={row['concurrency']:<3} ttft={row['ttft_ms_median']:8.2f} ms"
+                    f"  {row['tokens_per_s']:8.1f} tok/s  ({row['requests']} requests)"
+                )
         for row in data.get("overhead", []):
-            lines.append(f"  overhead       c={row['concurrency']:<3} tokens/s {row['tokens_per_s_pct']:+.2f}%"
-                         f"  ttft {row['ttft_ms']:+.2f} ms   (goal: < 5%, < 10 ms)")
+            lines.append(
+                f"  overhead       c={row['concurrency']:<3} "
+                f"tokens/s {row['tokens_per_s_pct']:+.2f}%"
+                f"  ttft {row['ttft_ms']:+.2f} ms   (goal: < 5%, < 10 ms)"
+            )
         reuse = data.get("prefix_reuse", {})
         if reuse:
-            lines.append(f"  prefix reuse turns 2..{reuse['turns']}: layout {reuse['layout_shared_prefix_ratio']}"
-                         f"  engine-reported {reuse['engine_cached_ratio']}  (goal: >= 0.8)")
+            lines.append(
+                f"  prefix reuse turns 2..{reuse['turns']}: "
+                f"layout {reuse['layout_shared_prefix_ratio']}"
+                f"  engine-reported {reuse['engine_cached_ratio']}  (goal: >= 0.8)"
+            )
     return "\n".join(lines)
 
 

@@ -42,7 +42,8 @@ SHARED_BLUESKY = (
 
 def real_posts(n: int) -> list[Post]:
     """`n` real posts (the shared Bluesky set when present, else the bundled sample), repeated
-    with fresh ids and times when more are asked for than exist."""
+    with fresh ids and times when more are asked for than exist. A repeat gets a word of its
+    own appended, or the pipeline would rightly collapse it as a duplicate of the first."""
     path = SHARED_BLUESKY if SHARED_BLUESKY.is_file() else SAMPLE_FEED
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
@@ -56,6 +57,7 @@ def real_posts(n: int) -> list[Post]:
             src.model_copy(
                 update={
                     "id": f"{src.id}#bench{lap}" if lap else src.id,
+                    "text": f"{src.text} replay{lap}" if lap else src.text,
                     "created_at": now - timedelta(seconds=n - i),
                     "raw": None,
                 }
@@ -104,7 +106,12 @@ def embedder_rate(embedder: Embedder, texts: list[str], batch: int) -> float:
 
 
 async def pipeline_run(
-    settings: Settings, embedder: Embedder, posts: list[Post], rate: float, probe_search: int
+    settings: Settings,
+    embedder: Embedder,
+    posts: list[Post],
+    rate: float,
+    probe_search: int,
+    watch_every: int = 1,
 ) -> dict[str, Any]:
     """Replay `posts` through a fresh daemon; measure throughput and freshness."""
     with tempfile.TemporaryDirectory(prefix="quipfeed-bench-") as tmp:
@@ -135,13 +142,11 @@ async def pipeline_run(
         async def watch() -> None:
             """Poll the store for each sent post; time when it is first returned."""
             searcher = Searcher(store, embedder)
-            probes = (
-                set(p.id for p in posts[:: max(1, len(posts) // probe_search)])
-                if probe_search
-                else set()
-            )
+            watched = {p.id for p in posts[::watch_every]}
+            step = max(1, len(posts) // probe_search) if probe_search else 0
+            probes = {p.id for p in posts[::step]} if step else set()
             while not stop.is_set():
-                waiting = [pid for pid in source.sent_at if pid not in seen_at]
+                waiting = [i for i in watched if i in source.sent_at and i not in seen_at]
                 if waiting:
                     found = await asyncio.to_thread(store.get, waiting)
                     now = time.perf_counter()
@@ -185,7 +190,10 @@ async def run(settings: Settings, posts: int = 2000, rate: float = 50.0) -> dict
     sample = real_posts(posts)
     texts = [p.text for p in sample]
     raw = await asyncio.to_thread(embedder_rate, embedder, texts, settings.ingest.batch_size)
-    full = await pipeline_run(settings, embedder, sample, 0.0, probe_search=0)
+    # At full speed, watching every post would load the store more than ingest does.
+    full = await pipeline_run(
+        settings, embedder, sample, 0.0, probe_search=0, watch_every=max(1, posts // 200)
+    )
     offered_n = max(50, min(len(sample), int(rate * 20)))
     offered = await pipeline_run(settings, embedder, real_posts(offered_n), rate, probe_search=20)
     return {

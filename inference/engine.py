@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from inference.errors import InferenceError, StructuredOutputError
+from inference.errors import StructuredOutputError
 from inference.messages import ChatMessage, Choice, Chunk, Completion, SamplingParams
 
 
@@ -25,7 +25,7 @@ class Engine(Protocol):
 
     def stream(
         self, messages: Sequence[ChatMessage], params: SamplingParams | None = None
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Stream the reply as `Chunk`s (see `Chunk` for the order).
 
         Raises `InvalidRequest` before the first chunk for bad input, an `EngineUnavailable`
@@ -114,12 +114,3 @@ async def generate_json(
     raise StructuredOutputError(
         f"reply was not JSON matching the schema after a constrained retry: {raw[:200]!r}", raw=raw
     )
-
-
-__all__ = [
-    "Engine",
-    "InferenceError",
-    "collect",
-    "generate_json",
-    "parse_json_reply",
-]

@@ -1,7 +1,8 @@
 """What can go wrong between a caller and a model, as exceptions a caller can act on.
 
 Every failure an engine raises is an `InferenceError`; the subclasses say whether retrying later
-can help (`EngineUnavailable` and its children) or the request itself is at fault (`InvalidRequest`).
+can help (`EngineUnavailable` and its children) or the request itself is at fault
+(`InvalidRequest`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class EngineOverloaded(EngineUnavailable):
 
 
 class CircuitOpen(EngineUnavailable):
-    """Recent calls failed repeatedly, so calls are refused without trying until a cool-down passes."""
+    """Recent calls failed repeatedly; calls are refused untried until a cool-down passes."""
 
 
 class EngineTimeout(EngineUnavailable):
@@ -32,7 +33,7 @@ class EngineTimeout(EngineUnavailable):
 
 
 class StreamInterrupted(InferenceError):
-    """A stream stopped partway (connection cut, server error mid-stream); the text so far is partial.
+    """A stream stopped partway (connection cut, server error mid-stream); text so far is partial.
 
     Never retried automatically: the caller has already seen part of the answer.
     """

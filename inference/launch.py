@@ -33,7 +33,9 @@ class LaunchProfile(BaseModel):
 def profile_names() -> list[str]:
     """Names of the bundled profiles."""
     folder = resources.files("inference") / "profiles"
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
 
 
 def load_profile(name: str) -> LaunchProfile:
@@ -51,9 +53,15 @@ def server_command(
     if profile.worker_profile is not None:
         profile = load_profile(profile.worker_profile)
     return [
-        "python3", "-m", "sglang.launch_server",
-        "--model-path", model or profile.model,
-        "--host", host, "--port", str(port),
+        "python3",
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        model or profile.model,
+        "--host",
+        host,
+        "--port",
+        str(port),
         *profile.args,
     ]
 
@@ -64,5 +72,14 @@ def router_command(
     """argv for `sglang-router` in front of `worker_urls` (a routed profile only)."""
     if profile.worker_profile is None:
         raise ValueError(f"profile {profile.name!r} has no router")
-    return ["sglang-router", "launch", "--host", host, "--port", str(port),
-            "--worker-urls", *worker_urls, *profile.router_args]
+    return [
+        "sglang-router",
+        "launch",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--worker-urls",
+        *worker_urls,
+        *profile.router_args,
+    ]

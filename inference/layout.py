@@ -32,8 +32,11 @@ def turn_messages(
     before the question.
     """
     content = f"{fresh_context}\n\n{question}" if fresh_context else question
-    return [ChatMessage(role="system", content=system), *history,
-            ChatMessage(role="user", content=content)]
+    return [
+        ChatMessage(role="system", content=system),
+        *history,
+        ChatMessage(role="user", content=content),
+    ]
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -54,8 +57,8 @@ def shared_prefix_ratio(previous: Sequence[int], current: Sequence[int]) -> floa
 
 
 def conversation_prefix_ratios(prompts: Sequence[Sequence[int]]) -> list[float]:
-    """For turns 2..N of a conversation (tokenised prompts, the previous reply included in
-    `previous` by the caller if its cache would hold it), the ratio each turn shares with the one before."""
+    """For turns 2..N of a conversation (tokenised prompts; append the previous reply to a prompt
+    if the server's cache would hold it), the ratio each turn shares with the one before."""
     return [shared_prefix_ratio(prompts[i - 1], prompts[i]) for i in range(1, len(prompts))]
 
 
@@ -85,7 +88,11 @@ def fit_to_window(
     dropped = 0
     while middle:
         # Drop a user+assistant pair together so the history still alternates.
-        step = 2 if len(middle) >= 2 and middle[0].role == "user" and middle[1].role == "assistant" else 1
+        step = (
+            2
+            if len(middle) >= 2 and middle[0].role == "user" and middle[1].role == "assistant"
+            else 1
+        )
         middle = middle[step:]
         dropped += step
         if count_tokens([*head, *middle, last]) <= target:

@@ -17,7 +17,7 @@ import contextlib
 import os
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -79,8 +79,9 @@ class _Request:
 Event = Chunk | BaseException | None
 
 
-def _deliver(loop: asyncio.AbstractEventLoop,
-             items: list[tuple[asyncio.Queue[Event], Event]]) -> None:
+def _deliver(
+    loop: asyncio.AbstractEventLoop, items: list[tuple[asyncio.Queue[Event], Event]]
+) -> None:
     def put_all() -> None:
         for queue, event in items:
             queue.put_nowait(event)
@@ -149,7 +150,9 @@ class LocalEngine:
         eos = model.generation_config.eos_token_id
         if eos is None:
             eos = tokenizer.eos_token_id
-        self._eos: set[int] = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self._eos: set[int] = set(
+            eos if isinstance(eos, list) else [eos] if eos is not None else []
+        )
         if not self._eos:
             raise InvalidRequest("model has no end-of-sequence token")
         self._template = tokenizer.chat_template
@@ -201,7 +204,7 @@ class LocalEngine:
             lm = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch_dtype)
         except OSError as e:
             raise EngineUnavailable(f"cannot load model {model!s}: {e}") from e
-        lm.to(dev)
+        lm.to(dev)  # type: ignore[arg-type]  # transformers' stub for .to is too narrow
         lm.eval()
         return cls(lm, tok, name=name or Path(str(model)).name or str(model), **kwargs)
 
@@ -222,7 +225,7 @@ class LocalEngine:
 
     async def stream(
         self, messages: Sequence[ChatMessage], params: SamplingParams | None = None
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         params = params or SamplingParams()
         msgs = check_messages(messages)
         ids, report = await asyncio.to_thread(self._encode, msgs, params)
@@ -293,7 +296,9 @@ class LocalEngine:
 
     # ---- request admission --------------------------------------------------------------------
 
-    def _encode(self, msgs: list[ChatMessage], params: SamplingParams) -> tuple[list[int], PromptReport]:
+    def _encode(
+        self, msgs: list[ChatMessage], params: SamplingParams
+    ) -> tuple[list[int], PromptReport]:
         reserve = min(params.max_tokens, self.context_window // 2)
         budget = self.context_window - reserve
         kept, report = fit_to_window(msgs, lambda m: len(self.prompt_ids(m)), budget)
@@ -309,7 +314,11 @@ class LocalEngine:
 
         import xgrammar as xgr
 
-        key = json.dumps(params.json_schema, sort_keys=True) if params.json_schema else f"re:{params.regex}"
+        key = (
+            json.dumps(params.json_schema, sort_keys=True)
+            if params.json_schema
+            else f"re:{params.regex}"
+        )
         if key in self._grammars:
             return self._grammars[key]
         if self._grammar_compiler is None:
@@ -396,7 +405,12 @@ class LocalEngine:
                         batch = self._prefill(req)
                 except Exception as e:
                     self.stats.failed += 1
-                    self._post(req, e if isinstance(e, InferenceError) else InferenceError(f"prefill failed: {e}"))
+                    self._post(
+                        req,
+                        e
+                        if isinstance(e, InferenceError)
+                        else InferenceError(f"prefill failed: {e}"),
+                    )
                     continue
                 finally:
                     self._flush()  # the first token goes out now, not after the other prefills
@@ -527,8 +541,13 @@ class LocalEngine:
         real = int(batch.mask[i].sum())
         ids = (row.req.ids + row.out_ids)[:real]
         # Cloned: a view would pin the whole batch's KV tensors in memory.
-        kv = [(layer.keys[i : i + 1, :, -real:, :].clone(), layer.values[i : i + 1, :, -real:, :].clone())
-              for layer in batch.cache.layers]
+        kv = [
+            (
+                layer.keys[i : i + 1, :, -real:, :].clone(),
+                layer.values[i : i + 1, :, -real:, :].clone(),
+            )
+            for layer in batch.cache.layers
+        ]
         self._prefix.store(ids, kv)
 
     def _merge(self, a: _Batch, b: _Batch) -> _Batch:
@@ -542,9 +561,7 @@ class LocalEngine:
             (torch.cat([pad(la.keys), pad(lb.keys)]), torch.cat([pad(la.values), pad(lb.values)]))
             for la, lb in zip(a.cache.layers, b.cache.layers, strict=True)
         ]
-        masks = [
-            torch.nn.functional.pad(m, (length - m.shape[1], 0)) for m in (a.mask, b.mask)
-        ]
+        masks = [torch.nn.functional.pad(m, (length - m.shape[1], 0)) for m in (a.mask, b.mask)]
         return _Batch(
             cache=self._dynamic_cache_cls(ddp_cache_data=data),
             mask=torch.cat(masks),
@@ -557,7 +574,11 @@ class LocalEngine:
         if params.temperature == 0:
             return None
         gen = torch.Generator(device=self._device)
-        seed = (params.seed + index) if params.seed is not None else int.from_bytes(os.urandom(8), "little")
+        seed = (
+            (params.seed + index)
+            if params.seed is not None
+            else int.from_bytes(os.urandom(8), "little")
+        )
         gen.manual_seed(seed % (2**63))
         return gen
 
@@ -576,7 +597,9 @@ class LocalEngine:
             bitmask = xgr.allocate_token_bitmask(1, self.vocab_size)
             row.matcher.fill_next_token_bitmask(bitmask)
             logits = logits.unsqueeze(0).clone()
-            xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device), vocab_size=self.vocab_size)
+            xgr.apply_token_bitmask_inplace(
+                logits, bitmask.to(logits.device), vocab_size=self.vocab_size
+            )
             logits = logits[0]
         if params.temperature == 0 or row.generator is None:
             return int(torch.argmax(logits))

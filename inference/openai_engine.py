@@ -16,8 +16,9 @@ Failure policy:
 from __future__ import annotations
 
 import asyncio
+import importlib
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,22 @@ from inference.messages import (
 )
 
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    # openai >= 3 runs on `httpx2` and lets its transport errors escape mid-stream; older
+    # releases use `httpx`. Catch whichever is installed.
+    errors: list[type[Exception]] = [httpx.HTTPError]
+    try:
+        errors.append(importlib.import_module("httpx2").HTTPError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+_TRANSPORT_ERRORS = _transport_errors()
+_OPEN_ERRORS: tuple[type[Exception], ...] = (openai.APIConnectionError, *_TRANSPORT_ERRORS)
+_STREAM_ERRORS: tuple[type[Exception], ...] = (openai.APIError, *_TRANSPORT_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -91,14 +108,16 @@ class OpenAIEngine:
         self.backoff = backoff
         self.breaker = breaker or CircuitBreaker()
         self.context_window = context_window
-        # Read timeout is per read; the first/between-token limits are enforced around each chunk.
-        timeout = httpx.Timeout(connect=connect_timeout, read=None, write=30.0, pool=connect_timeout)
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        # No read timeout: the first/between-token limits are enforced around each chunk.
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(connect=connect_timeout, read=None, write=30.0, pool=None),
+        )
         self._client = openai.AsyncOpenAI(
             base_url=f"{self.base_url}/v1",
             api_key=api_key or "none",
             max_retries=0,  # retries are ours: only before the first chunk
-            http_client=self._http,
+            timeout=openai.Timeout(connect=connect_timeout, read=None, write=30.0, pool=None),
         )
 
     @classmethod
@@ -158,7 +177,9 @@ class OpenAIEngine:
                     self.context_window = window
         if self._model is None and info.get("model_path"):
             self._model = str(info["model_path"])
-        return ServerInfo(model=self.model_name, context_window=self.context_window, model_info=info)
+        return ServerInfo(
+            model=self.model_name, context_window=self.context_window, model_info=info
+        )
 
     async def metrics(self) -> str:
         """The server's Prometheus `/metrics` text, passed through."""
@@ -176,7 +197,7 @@ class OpenAIEngine:
 
     async def stream(
         self, messages: Sequence[ChatMessage], params: SamplingParams | None = None
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         params = params or SamplingParams()
         msgs, report = self._fit(check_messages(messages), params)
         request = self._request(msgs, params)
@@ -278,14 +299,12 @@ class OpenAIEngine:
                     if 400 <= e.status_code < 500:
                         raise InvalidRequest(f"server rejected the request: {_message(e)}") from e
                     self.breaker.record_failure()
-                    raise EngineUnavailable(
-                        f"server error {e.status_code}: {_message(e)}"
-                    ) from e
+                    raise EngineUnavailable(f"server error {e.status_code}: {_message(e)}") from e
                 header = e.response.headers.get("retry-after")
                 retry_after = float(header) if header and header.isdigit() else None
                 kind = EngineOverloaded if e.status_code in (429, 503) else EngineUnavailable
                 last = kind(f"server answered {e.status_code}: {_message(e)}")
-            except (openai.APIConnectionError, httpx.HTTPError) as e:
+            except _OPEN_ERRORS as e:
                 last = EngineUnavailable(f"cannot reach model server at {self.base_url}: {e}")
             except openai.APIError as e:  # an error event as the first SSE message
                 last = EngineUnavailable(f"server error: {e}")
@@ -311,7 +330,7 @@ class OpenAIEngine:
             return None
         except TimeoutError as e:
             raise StreamInterrupted(f"no token for {self.token_timeout}s; stream abandoned") from e
-        except (openai.APIError, httpx.HTTPError) as e:
+        except _STREAM_ERRORS as e:
             raise StreamInterrupted(f"stream cut partway: {e}") from e
 
     def _chunks(self, chunk: Any) -> list[Chunk]:

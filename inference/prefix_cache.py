@@ -38,7 +38,8 @@ class PrefixCache:
 
     def lookup(self, ids: Sequence[int]) -> tuple[KV | None, int]:
         """The KV state of the longest cached prefix of `ids`, cut to at most `len(ids) - 1`
-        tokens (the last prompt token must run to give logits), and its length; `(None, 0)` on a miss."""
+        tokens (the last prompt token must run to give logits), and its length; `(None, 0)` on a
+        miss."""
         limit = len(ids) - 1
         best_key: tuple[int, ...] | None = None
         best = 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -63,7 +63,7 @@ class _StreamOptions(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    """The body of `/v1/chat/completions`. Unknown fields are accepted and ignored, as SGLang does."""
+    """The body of `/v1/chat/completions`. Unknown fields are ignored, as SGLang does."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -95,8 +95,13 @@ class ChatRequest(BaseModel):
             elif kind not in (None, "text"):
                 raise InvalidRequest(f"unsupported response_format type {kind!r}")
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        fields: dict[str, Any] = {"n": self.n, "stop": tuple(stop), "seed": self.seed,
-                                  "json_schema": schema, "regex": self.regex}
+        fields: dict[str, Any] = {
+            "n": self.n,
+            "stop": tuple(stop),
+            "seed": self.seed,
+            "json_schema": schema,
+            "regex": self.regex,
+        }
         max_tokens = self.max_completion_tokens or self.max_tokens
         if max_tokens is not None:
             fields["max_tokens"] = max_tokens
@@ -136,8 +141,16 @@ class _EngineCollector(Collector):
         stats = getattr(self._engine, "stats", None)
         if stats is None:
             return
-        for name in ("requests", "completed", "cancelled", "failed", "prompt_tokens",
-                     "completion_tokens", "cached_tokens", "decode_steps"):
+        for name in (
+            "requests",
+            "completed",
+            "cancelled",
+            "failed",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "decode_steps",
+        ):
             c = CounterMetricFamily(f"quipfeed_engine_{name}", f"Engine {name.replace('_', ' ')}.")
             c.add_metric([], float(getattr(stats, name)))
             yield c
@@ -153,11 +166,15 @@ def create_app(engine: Engine, *, context_window: int | None = None) -> FastAPI:
     registry = CollectorRegistry()
     registry.register(_EngineCollector(engine))
     http_requests = Counter(
-        "quipfeed_http_chat_requests", "Chat completion requests by outcome.", ["outcome"],
+        "quipfeed_http_chat_requests",
+        "Chat completion requests by outcome.",
+        ["outcome"],
         registry=registry,
     )
     ttft = Histogram(
-        "quipfeed_http_time_to_first_token_seconds", "Time to first token.", registry=registry,
+        "quipfeed_http_time_to_first_token_seconds",
+        "Time to first token.",
+        registry=registry,
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     )
     window = context_window or getattr(engine, "context_window", None)
@@ -182,13 +199,19 @@ def create_app(engine: Engine, *, context_window: int | None = None) -> FastAPI:
         return Response(status_code=200)
 
     def model_info() -> dict[str, Any]:
-        return {"model_path": engine.model_name, "tokenizer_path": engine.model_name,
-                "is_generation": True}
+        return {
+            "model_path": engine.model_name,
+            "tokenizer_path": engine.model_name,
+            "is_generation": True,
+        }
 
     def server_info() -> dict[str, Any]:
-        return {"version": SERVER_VERSION, "context_length": window,
-                "max_running_requests": getattr(engine, "max_batch_size", None),
-                "model_path": engine.model_name}
+        return {
+            "version": SERVER_VERSION,
+            "context_length": window,
+            "max_running_requests": getattr(engine, "max_batch_size", None),
+            "model_path": engine.model_name,
+        }
 
     for path in ("/model_info", "/get_model_info"):
         app.add_api_route(path, model_info, methods=["GET"])
@@ -197,16 +220,21 @@ def create_app(engine: Engine, *, context_window: int | None = None) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        card: dict[str, Any] = {"id": engine.model_name, "object": "model", "created": 0,
-                                "owned_by": "quipfeed"}
+        card: dict[str, Any] = {
+            "id": engine.model_name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "quipfeed",
+        }
         if window:
             card["max_model_len"] = window
         return {"object": "list", "data": [card]}
 
     @app.get("/metrics")
     async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(registry).decode(),
-                                 media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(
+            generate_latest(registry).decode(), media_type="text/plain; version=0.0.4"
+        )
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest) -> Response | EventSourceResponse:
@@ -241,9 +269,12 @@ def create_app(engine: Engine, *, context_window: int | None = None) -> FastAPI:
 def _usage_json(chunk: Chunk) -> dict[str, Any]:
     assert chunk.usage is not None
     u = chunk.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": u.cached_tokens}}
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+    }
 
 
 def _metadata_json(chunk: Chunk) -> dict[str, Any]:
@@ -257,12 +288,23 @@ async def _all(first: Chunk, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chun
 
 
 async def _sse(
-    chunks: AsyncIterator[Chunk], first: Chunk, rid: str, created: int, model: str,
-    include_usage: bool, counter: Counter,
+    chunks: AsyncGenerator[Chunk, None],
+    first: Chunk,
+    rid: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+    counter: Counter,
 ) -> AsyncIterator[dict[str, str]]:
     def event(choices: list[dict[str, Any]], **extra: Any) -> dict[str, str]:
-        payload = {"id": rid, "object": "chat.completion.chunk", "created": created,
-                   "model": model, "choices": choices, **extra}
+        payload = {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            **extra,
+        }
         return {"data": json.dumps(payload)}
 
     started: set[int] = set()
@@ -281,23 +323,36 @@ async def _sse(
                 delta["content"] = chunk.text
             if not delta and chunk.finish_reason is None:
                 continue
-            yield event([{"index": chunk.index, "delta": delta,
-                          "finish_reason": chunk.finish_reason, "logprobs": None}])
+            yield event(
+                [
+                    {
+                        "index": chunk.index,
+                        "delta": delta,
+                        "finish_reason": chunk.finish_reason,
+                        "logprobs": None,
+                    }
+                ]
+            )
         yield {"data": "[DONE]"}
         outcome = "ok"
     except InferenceError as e:
         # Headers are gone; SGLang reports a mid-stream failure as an error event, then stops.
         outcome = type(e).__name__
-        yield {"data": json.dumps({"error": {"message": str(e), "type": "server_error",
-                                             "code": 500}})}
+        yield {
+            "data": json.dumps({"error": {"message": str(e), "type": "server_error", "code": 500}})
+        }
     finally:
         counter.labels(outcome=outcome).inc()
         # Closing the engine's stream cancels the request there (the client went away).
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()
 
 
 async def _whole(
-    chunks: AsyncIterator[Chunk], first: Chunk, rid: str, created: int, model: str,
+    chunks: AsyncGenerator[Chunk, None],
+    first: Chunk,
+    rid: str,
+    created: int,
+    model: str,
     counter: Counter,
 ) -> Response:
     texts: dict[int, list[str]] = {}
@@ -316,10 +371,17 @@ async def _whole(
         return _error_for(e)
     counter.labels(outcome="ok").inc()
     body: dict[str, Any] = {
-        "id": rid, "object": "chat.completion", "created": created, "model": model,
+        "id": rid,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
         "choices": [
-            {"index": i, "message": {"role": "assistant", "content": "".join(texts[i])},
-             "finish_reason": reasons.get(i), "logprobs": None}
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": "".join(texts[i])},
+                "finish_reason": reasons.get(i),
+                "logprobs": None,
+            }
             for i in sorted(texts)
         ],
     }

@@ -1,4 +1,4 @@
-"""A tiny random-weight Mixture-of-Experts chat model, built on the fly for tests, benches and demos.
+"""A tiny random-weight Mixture-of-Experts chat model, built on the fly for tests and benches.
 
 Its text is gibberish: it exists to exercise the plumbing (chat template, tokenizer, MoE routing,
 streaming, batching, constraints), never to say anything sensible. Building takes about a second
@@ -74,7 +74,7 @@ def build_tiny_moe(path: Path | str, *, seed: int = 0, context_window: int = 102
     tokenizer.chat_template = CHATML_TEMPLATE
     tokenizer.save_pretrained(out)
 
-    config = Qwen3MoeConfig(
+    config = Qwen3MoeConfig(  # type: ignore[call-arg]  # head_dim is accepted at runtime
         vocab_size=len(tokenizer),
         hidden_size=256,
         intermediate_size=512,
@@ -88,8 +88,8 @@ def build_tiny_moe(path: Path | str, *, seed: int = 0, context_window: int = 102
         decoder_sparse_step=1,
         max_position_embeddings=context_window,
         bos_token_id=None,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=int(tokenizer.convert_tokens_to_ids("<|im_end|>")),  # type: ignore[arg-type]
+        pad_token_id=int(tokenizer.convert_tokens_to_ids("<|endoftext|>")),  # type: ignore[arg-type]
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)

@@ -122,8 +122,11 @@ def bench_inference(
         list[int] | None, typer.Option(help="Concurrency levels (repeat).")
     ] = None,
     rounds: Annotated[
-        int, typer.Option(min=1, help="Requests per level = concurrency × rounds.")
-    ] = 2,
+        int, typer.Option(min=1, help="Requests per run = max(concurrency, 4) × rounds.")
+    ] = 1,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Alternating raw/ours runs per level; medians kept.")
+    ] = 3,
     max_tokens: Annotated[int, typer.Option(min=1, max=4096)] = 32,
     turns: Annotated[
         int, typer.Option(min=2, max=20, help="Turns in the prefix-reuse conversation.")
@@ -134,16 +137,21 @@ def bench_inference(
     sglang_url: Annotated[
         str | None, typer.Option(envvar="SGLANG_URL", help="Also bench this SGLang server.")
     ] = None,
+    server_thread: Annotated[
+        bool, typer.Option(help="Run the local server in a thread (quick; overhead pessimistic).")
+    ] = False,
 ) -> None:
     """Time to first token, tokens/s at concurrency 1/8/32, client overhead, prefix reuse."""
     _bench_module().main(
         as_json=json_out,
         levels=concurrency or [1, 8, 32],
         rounds=rounds,
+        repeats=repeats,
         max_tokens=max_tokens,
         turns=turns,
         model_path=model,
         sglang_url=sglang_url,
+        server_thread=server_thread,
     )
 
 

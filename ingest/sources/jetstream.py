@@ -139,9 +139,11 @@ class JetstreamSource:
                         "jetstream connected",
                         extra={"source": self._spec, "url": url, "cursor": start},
                     )
-                    backoff.reset()
                     try:
                         async for message in ws:
+                            # Only a connection that delivers counts as recovered; one that
+                            # is accepted and then cut at once keeps backing off.
+                            backoff.reset()
                             payload = self._decode(message)
                             head = (
                                 payload[:400]

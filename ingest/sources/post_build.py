@@ -52,7 +52,8 @@ def build_post(*, now: datetime | None = None, **fields: Any) -> Post:
         if _has_surrogates(text):
             raise PostRejected("invalid_text", "text holds unpaired surrogates")
     for key, value in fields.items():
-        if key != "text" and isinstance(value, str) and _has_surrogates(value):
+        items = value if isinstance(value, list) else [value]
+        if key != "text" and any(isinstance(i, str) and _has_surrogates(i) for i in items):
             raise PostRejected("invalid_text", f"{key} holds unpaired surrogates")
     try:
         post = Post.model_validate(fields)
@@ -71,7 +72,7 @@ def _shrink(value: Any, drop: Collection[str], depth: int) -> Any:
         if depth >= _MAX_RAW_DEPTH:
             return "…"
         return {
-            str(k): _shrink(v, drop, depth + 1)
+            _clean(str(k)): _shrink(v, drop, depth + 1)
             for k, v in value.items()
             if k not in drop and v is not None and v != [] and v != {}
         }
@@ -79,9 +80,15 @@ def _shrink(value: Any, drop: Collection[str], depth: int) -> Any:
         if depth >= _MAX_RAW_DEPTH:
             return "…"
         return [_shrink(v, drop, depth + 1) for v in value[:20]]
-    if isinstance(value, str) and len(value) > _MAX_RAW_STRING:
-        return value[:_MAX_RAW_STRING] + "…"
+    if isinstance(value, str):
+        value = _clean(value)
+        return value[:_MAX_RAW_STRING] + "…" if len(value) > _MAX_RAW_STRING else value
     return value
+
+
+def _clean(text: str) -> str:
+    # The raw event is a note, not data to reject a post over: unpaired surrogates → "?".
+    return text.encode("utf-8", "replace").decode("utf-8") if _has_surrogates(text) else text
 
 
 def compact_raw(

@@ -30,7 +30,11 @@ def model_name(server_url: str) -> str:
 
 @pytest.fixture
 async def client(server_url: str):  # type: ignore[no-untyped-def]
-    c = AsyncOpenAI(base_url=f"{server_url}/v1", api_key=os.environ.get("SGLANG_API_KEY", "none"),
-                    max_retries=0, timeout=120)
+    c = AsyncOpenAI(
+        base_url=f"{server_url}/v1",
+        api_key=os.environ.get("SGLANG_API_KEY", "none"),
+        max_retries=0,
+        timeout=120,
+    )
     yield c
     await c.close()

@@ -10,19 +10,27 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from typing import Any
 
 import httpx
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
-PROMPT = [
+PROMPT: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."},
 ]
 
 
-async def _greedy(client: AsyncOpenAI, model: str, max_tokens: int, **extra: object) -> tuple[str, str | None]:
+async def _greedy(
+    client: AsyncOpenAI, model: str, max_tokens: int, **extra: Any
+) -> tuple[str, str | None]:
     r = await client.chat.completions.create(
-        model=model, messages=PROMPT, max_tokens=max_tokens, temperature=0, **extra  # type: ignore[arg-type]
+        model=model,
+        messages=PROMPT,
+        max_tokens=max_tokens,
+        temperature=0,
+        **extra,
     )
     return r.choices[0].message.content or "", r.choices[0].finish_reason
 
@@ -41,7 +49,11 @@ async def test_streaming_sends_several_chunks_that_join_to_the_whole_reply(
 ) -> None:
     whole, _ = await _greedy(client, model_name, 24)
     stream = await client.chat.completions.create(
-        model=model_name, messages=PROMPT, max_tokens=24, temperature=0, stream=True  # type: ignore[arg-type]
+        model=model_name,
+        messages=PROMPT,
+        max_tokens=24,
+        temperature=0,
+        stream=True,
     )
     pieces: list[str] = []
     reasons: list[str] = []
@@ -55,9 +67,14 @@ async def test_streaming_sends_several_chunks_that_join_to_the_whole_reply(
     assert reasons in (["length"], ["stop"])
 
 
-async def test_max_tokens_caps_the_reply_and_reports_length(client: AsyncOpenAI, model_name: str) -> None:
+async def test_max_tokens_caps_the_reply_and_reports_length(
+    client: AsyncOpenAI, model_name: str
+) -> None:
     r = await client.chat.completions.create(
-        model=model_name, messages=PROMPT, max_tokens=5, temperature=0  # type: ignore[arg-type]
+        model=model_name,
+        messages=PROMPT,
+        max_tokens=5,
+        temperature=0,
     )
     assert r.usage is not None
     assert r.usage.completion_tokens <= 5
@@ -79,7 +96,11 @@ async def test_stop_sequence_ends_the_reply_before_it(client: AsyncOpenAI, model
 
 async def test_n_returns_that_many_choices(client: AsyncOpenAI, model_name: str) -> None:
     r = await client.chat.completions.create(
-        model=model_name, messages=PROMPT, max_tokens=8, temperature=1.0, n=3  # type: ignore[arg-type]
+        model=model_name,
+        messages=PROMPT,
+        max_tokens=8,
+        temperature=1.0,
+        n=3,
     )
     assert sorted(c.index for c in r.choices) == [0, 1, 2]
     assert r.usage is not None and r.usage.completion_tokens >= 3
@@ -87,7 +108,12 @@ async def test_n_returns_that_many_choices(client: AsyncOpenAI, model_name: str)
 
 async def test_streaming_with_n_tags_chunks_by_choice(client: AsyncOpenAI, model_name: str) -> None:
     stream = await client.chat.completions.create(
-        model=model_name, messages=PROMPT, max_tokens=6, temperature=1.0, n=2, stream=True  # type: ignore[arg-type]
+        model=model_name,
+        messages=PROMPT,
+        max_tokens=6,
+        temperature=1.0,
+        n=2,
+        stream=True,
     )
     finished: set[int] = set()
     async for chunk in stream:
@@ -97,20 +123,26 @@ async def test_streaming_with_n_tags_chunks_by_choice(client: AsyncOpenAI, model
     assert finished == {0, 1}
 
 
-async def test_json_schema_reply_parses_and_obeys_the_schema(client: AsyncOpenAI, model_name: str) -> None:
+async def test_json_schema_reply_parses_and_obeys_the_schema(
+    client: AsyncOpenAI, model_name: str
+) -> None:
     schema = {
         "type": "object",
-        "properties": {"topic": {"type": "string", "enum": ["news", "sports", "weather"]},
-                       "urgent": {"type": "boolean"}},
+        "properties": {
+            "topic": {"type": "string", "enum": ["news", "sports", "weather"]},
+            "urgent": {"type": "boolean"},
+        },
         "required": ["topic", "urgent"],
         "additionalProperties": False,
     }
     r = await client.chat.completions.create(
         model=model_name,
-        messages=[{"role": "user", "content": "Label this post: 'Storm warning tonight'. Reply in JSON."}],
+        messages=[
+            {"role": "user", "content": "Label this post: 'Storm warning tonight'. Reply in JSON."}
+        ],
         max_tokens=64,
         temperature=0,
-        response_format={"type": "json_schema", "json_schema": {"name": "label", "schema": schema}},  # type: ignore[typeddict-item]
+        response_format={"type": "json_schema", "json_schema": {"name": "label", "schema": schema}},
     )
     value = json.loads(r.choices[0].message.content or "", strict=False)
     assert value["topic"] in {"news", "sports", "weather"}
@@ -130,7 +162,11 @@ async def test_regex_constraint_through_extra_body(client: AsyncOpenAI, model_na
 
 async def test_usage_counts_are_consistent_in_streams(client: AsyncOpenAI, model_name: str) -> None:
     stream = await client.chat.completions.create(
-        model=model_name, messages=PROMPT, max_tokens=7, temperature=0, stream=True,  # type: ignore[arg-type]
+        model=model_name,
+        messages=PROMPT,
+        max_tokens=7,
+        temperature=0,
+        stream=True,
         stream_options={"include_usage": True},
     )
     usage = None
@@ -143,9 +179,15 @@ async def test_usage_counts_are_consistent_in_streams(client: AsyncOpenAI, model
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 
-async def test_closing_a_stream_early_leaves_the_server_serving(client: AsyncOpenAI, model_name: str) -> None:
+async def test_closing_a_stream_early_leaves_the_server_serving(
+    client: AsyncOpenAI, model_name: str
+) -> None:
     stream = await client.chat.completions.create(
-        model=model_name, messages=PROMPT, max_tokens=2000, temperature=0, stream=True  # type: ignore[arg-type]
+        model=model_name,
+        messages=PROMPT,
+        max_tokens=2000,
+        temperature=0,
+        stream=True,
     )
     seen = 0
     async for _ in stream:
@@ -155,7 +197,9 @@ async def test_closing_a_stream_early_leaves_the_server_serving(client: AsyncOpe
     await stream.close()
     # The server must still answer promptly: the abandoned request is not hogging it.
     r = await asyncio.wait_for(
-        client.chat.completions.create(model=model_name, messages=PROMPT, max_tokens=4, temperature=0),  # type: ignore[arg-type]
+        client.chat.completions.create(
+            model=model_name, messages=PROMPT, max_tokens=4, temperature=0
+        ),
         timeout=60,
     )
     assert r.choices[0].finish_reason in {"length", "stop"}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from types import TracebackType
@@ -29,6 +31,7 @@ class FakeFeed:
         self.fail_next = 0
         self.full = self.not_modified = self.failed = 0
         self.request_headers: list[dict[str, str]] = []
+        self._answered = asyncio.Event()
         self._served = ServedApp(Starlette(routes=[Route("/feed.xml", self._serve)]), port=port)
 
     @property
@@ -40,7 +43,18 @@ class FakeFeed:
         self.etag = '"' + hashlib.sha1(body).hexdigest()[:16] + '"'
         self._modified += timedelta(minutes=1)
 
+    async def until(self, condition: Callable[[FakeFeed], bool]) -> None:
+        """Return once `condition(self)` holds, checked after every answered request."""
+        while not condition(self):
+            await self._answered.wait()
+            self._answered.clear()
+
     async def _serve(self, request: Request) -> Response:
+        response = self._answer(request)
+        self._answered.set()
+        return response
+
+    def _answer(self, request: Request) -> Response:
         self.request_headers.append(dict(request.headers))
         if self.fail_next > 0:
             self.fail_next -= 1

@@ -14,14 +14,30 @@ from typing import Any
 Action = Callable[[asyncio.StreamWriter], Awaitable[None]]
 
 
-def chunk_event(text: str | None = None, finish: str | None = None, index: int = 0,
-                usage: dict[str, Any] | None = None) -> dict[str, Any]:
-    choices = [] if usage is not None else [
-        {"index": index, "delta": {"content": text} if text is not None else {},
-         "finish_reason": finish}
-    ]
-    event: dict[str, Any] = {"id": "x", "object": "chat.completion.chunk", "created": 0,
-                             "model": "fake", "choices": choices}
+def chunk_event(
+    text: str | None = None,
+    finish: str | None = None,
+    index: int = 0,
+    usage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    choices = (
+        []
+        if usage is not None
+        else [
+            {
+                "index": index,
+                "delta": {"content": text} if text is not None else {},
+                "finish_reason": finish,
+            }
+        ]
+    )
+    event: dict[str, Any] = {
+        "id": "x",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "fake",
+        "choices": choices,
+    }
     if usage is not None:
         event["usage"] = usage
     return event
@@ -31,9 +47,17 @@ def reply_events(text: str) -> list[dict[str, Any]]:
     """A whole, well-formed reply: one chunk per word, a finish chunk, a usage chunk."""
     words = text.split(" ")
     pieces = [w if i == 0 else f" {w}" for i, w in enumerate(words)]
-    return [*(chunk_event(p) for p in pieces), chunk_event(finish="stop"),
-            chunk_event(usage={"prompt_tokens": 5, "completion_tokens": len(pieces),
-                               "total_tokens": 5 + len(pieces)})]
+    return [
+        *(chunk_event(p) for p in pieces),
+        chunk_event(finish="stop"),
+        chunk_event(
+            usage={
+                "prompt_tokens": 5,
+                "completion_tokens": len(pieces),
+                "total_tokens": 5 + len(pieces),
+            }
+        ),
+    ]
 
 
 def status(code: int, message: str = "nope", headers: dict[str, str] | None = None) -> Action:
@@ -42,21 +66,30 @@ def status(code: int, message: str = "nope", headers: dict[str, str] | None = No
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         writer.write(
             f"HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
-            f"\r\nConnection: close\r\n{extra}\r\n".encode() + body
+            f"\r\nConnection: close\r\n{extra}\r\n".encode()
+            + body
         )
         await writer.drain()
 
     return act
 
 
-def stream(events: list[dict[str, Any]], *, done: bool = True, cut_after: int | None = None,
-           delay: float = 0.0, stall_after: int | None = None) -> Action:
+def stream(
+    events: list[dict[str, Any]],
+    *,
+    done: bool = True,
+    cut_after: int | None = None,
+    delay: float = 0.0,
+    stall_after: int | None = None,
+) -> Action:
     """An SSE reply. `cut_after`: drop the connection after that many events (no terminator).
     `stall_after`: go silent after that many events. `delay`: seconds between events."""
 
     async def act(writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
         payloads = [f"data: {json.dumps(e)}\n\n" for e in events]
         if done:
             payloads.append("data: [DONE]\n\n")
@@ -113,7 +146,9 @@ class FakeServer:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode().split("\r\n")
             method, path, _ = lines[0].split(" ", 2)
-            headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+            headers = {
+                k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
+            }
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             if method == "GET":
                 await status(200 if path == "/health" else 404)(writer)

@@ -35,8 +35,11 @@ def _conversation(layout: str) -> list[list[ChatMessage]]:
         if layout == "stable-first":
             msgs = turn_messages(SYSTEM, history, question, fresh_context=fresh)
         else:  # the naive layout: fresh posts spliced into the system prompt each turn
-            msgs = [ChatMessage(role="system", content=f"{fresh}\n{SYSTEM}"), *history,
-                    ChatMessage(role="user", content=question)]
+            msgs = [
+                ChatMessage(role="system", content=f"{fresh}\n{SYSTEM}"),
+                *history,
+                ChatMessage(role="user", content=question),
+            ]
         prompts.append(msgs)
         history = [*msgs[1:], ChatMessage(role="assistant", content=reply)]
     return prompts
@@ -45,11 +48,15 @@ def _conversation(layout: str) -> list[list[ChatMessage]]:
 def _ratios(engine: LocalEngine, prompts: list[list[ChatMessage]]) -> list[float]:
     # A server's prefix cache holds the previous prompt *and its reply*.
     ids = [engine.prompt_ids(p) for p in prompts]
-    with_reply = [engine.prompt_ids(p) + engine.tokenize(r) for p, r in zip(prompts, REPLIES, strict=True)]
+    with_reply = [
+        engine.prompt_ids(p) + engine.tokenize(r) for p, r in zip(prompts, REPLIES, strict=True)
+    ]
     return [shared_prefix_ratio(with_reply[i - 1], ids[i]) for i in range(1, len(ids))]
 
 
-def test_stable_first_layout_reuses_at_least_80_percent_from_turn_two(tiny_engine: LocalEngine) -> None:
+def test_stable_first_layout_reuses_at_least_80_percent_from_turn_two(
+    tiny_engine: LocalEngine,
+) -> None:
     ratios = _ratios(tiny_engine, _conversation("stable-first"))
     assert len(ratios) == 3
     assert min(ratios) >= 0.8, ratios
@@ -79,13 +86,16 @@ def _words(msgs: Sequence[ChatMessage]) -> int:
 
 def test_fit_to_window_drops_oldest_turns_whole_and_says_so() -> None:
     system = ChatMessage(role="system", content="sys " * 10)
-    turns = [ChatMessage(role=r, content=f"{r} {i} " + "x " * 8)  # type: ignore[arg-type]
-             for i in range(6) for r in ("user", "assistant")]
+    turns = [
+        ChatMessage(role=r, content=f"{r} {i} " + "x " * 8)
+        for i in range(6)
+        for r in ("user", "assistant")
+    ]
     question = ChatMessage(role="user", content="q " * 5)
     kept, report = fit_to_window([system, *turns, question], _words, budget=60)
     assert kept[0] == system and kept[-1] == question
     assert report.truncated and report.dropped_messages % 2 == 0
-    assert kept[1:-1] == turns[report.dropped_messages:]  # oldest gone, newest kept, in order
+    assert kept[1:-1] == turns[report.dropped_messages :]  # oldest gone, newest kept, in order
     assert _words(kept) <= 60 * 0.75
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,19 @@ from inference.messages import ChatMessage, SamplingParams
 GREEDY = SamplingParams(max_tokens=16, temperature=0)
 
 
+async def _eventually(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    for _ in range(int(within_s / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in time")
+
+
 def _msgs(question: str = "what is the feed saying about the storm today") -> list[ChatMessage]:
-    return [ChatMessage(role="system", content="you are a bot"), ChatMessage(role="user", content=question)]
+    return [
+        ChatMessage(role="system", content="you are a bot"),
+        ChatMessage(role="user", content=question),
+    ]
 
 
 def test_local_engine_satisfies_the_engine_protocol(tiny_engine: LocalEngine) -> None:
@@ -32,7 +44,7 @@ async def test_greedy_reply_matches_transformers_generate(tiny_engine: LocalEngi
     ids = tiny_engine.prompt_ids(msgs)
     model, tok = tiny_engine._model, tiny_engine._tok
     out = model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False)
-    new = [t for t in out[0, len(ids):].tolist() if t not in tiny_engine._eos]
+    new = [t for t in out[0, len(ids) :].tolist() if t not in tiny_engine._eos]
     assert ours.text == tok.decode(new, skip_special_tokens=True)
     assert ours.usage.prompt_tokens == len(ids)
 
@@ -54,7 +66,7 @@ async def test_max_tokens_stops_with_length(tiny_engine: LocalEngine) -> None:
 
 async def test_stop_sequence_cuts_the_reply_before_it(tiny_engine: LocalEngine) -> None:
     whole = (await tiny_engine.generate(_msgs(), SamplingParams(max_tokens=24, temperature=0))).text
-    stop = [m.group(0) for m in re.finditer(r"\S{2,4}", whole) if m.start() > 0][0]
+    stop = next(m.group(0) for m in re.finditer(r"\S{2,4}", whole) if m.start() > 0)
     params = SamplingParams(max_tokens=24, temperature=0, stop=(stop,))
     chunks = [c async for c in tiny_engine.stream(_msgs(), params)]
     text = "".join(c.text for c in chunks)
@@ -73,9 +85,11 @@ async def test_same_seed_gives_same_samples_and_n_gives_n_choices(tiny_engine: L
 
 
 async def test_json_schema_constraint_gives_parseable_json(tiny_engine: LocalEngine) -> None:
-    schema = {"type": "object",
-              "properties": {"label": {"enum": ["news", "sports"]}, "ok": {"type": "boolean"}},
-              "required": ["label", "ok"]}
+    schema = {
+        "type": "object",
+        "properties": {"label": {"enum": ["news", "sports"]}, "ok": {"type": "boolean"}},
+        "required": ["label", "ok"],
+    }
     c = await tiny_engine.generate(
         _msgs(), SamplingParams(max_tokens=40, temperature=1.0, seed=3, n=2, json_schema=schema)
     )
@@ -86,7 +100,9 @@ async def test_json_schema_constraint_gives_parseable_json(tiny_engine: LocalEng
 
 
 async def test_regex_constraint_is_obeyed(tiny_engine: LocalEngine) -> None:
-    c = await tiny_engine.generate(_msgs(), SamplingParams(max_tokens=10, regex=r"[0-9]{3}-(yes|no)"))
+    c = await tiny_engine.generate(
+        _msgs(), SamplingParams(max_tokens=10, regex=r"[0-9]{3}-(yes|no)")
+    )
     assert re.fullmatch(r"[0-9]{3}-(yes|no)", c.text)
 
 
@@ -111,11 +127,8 @@ async def test_closing_the_stream_cancels_the_request(tiny_model_path: Path) -> 
             seen += bool(chunk.text)
             if seen == 2:
                 break
-        await stream.aclose()  # type: ignore[attr-defined]
-        for _ in range(200):
-            if engine.stats.cancelled == 1 and engine.stats.active_rows == 0:
-                break
-            await asyncio.sleep(0.01)
+        await stream.aclose()
+        await _eventually(lambda: engine.stats.cancelled == 1 and engine.stats.active_rows == 0)
         assert engine.stats.cancelled == 1
         assert engine.stats.active_rows == 0
         assert engine.stats.completion_tokens < 900
@@ -128,11 +141,9 @@ async def test_full_queue_is_refused_as_overloaded(tiny_model_path: Path) -> Non
     try:
         long = SamplingParams(max_tokens=400, temperature=0)
         first = asyncio.create_task(collect(engine.stream(_msgs(), long)))
-        while engine.stats.active_rows == 0:
-            await asyncio.sleep(0.01)
+        await _eventually(lambda: engine.stats.active_rows == 1)
         second = asyncio.create_task(collect(engine.stream(_msgs(), long)))
-        while engine.stats.waiting == 0:
-            await asyncio.sleep(0.01)
+        await _eventually(lambda: engine.stats.waiting == 1)
         with pytest.raises(EngineOverloaded):
             await engine.generate(_msgs(), long)
         first.cancel()
@@ -150,8 +161,15 @@ async def test_empty_messages_are_refused(tiny_engine: LocalEngine) -> None:
 
 
 def test_invalid_parameters_are_refused() -> None:
-    for bad in ({"temperature": -1}, {"top_p": 0}, {"n": 0}, {"max_tokens": 0}, {"stop": ("",)},
-                {"regex": "("}, {"regex": "a", "json_schema": {"type": "object"}}):
+    for bad in (
+        {"temperature": -1},
+        {"top_p": 0},
+        {"n": 0},
+        {"max_tokens": 0},
+        {"stop": ("",)},
+        {"regex": "("},
+        {"regex": "a", "json_schema": {"type": "object"}},
+    ):
         with pytest.raises(InvalidRequest):
             SamplingParams.checked(**bad)
 
@@ -172,7 +190,9 @@ async def test_long_history_is_cut_in_the_middle_keeping_system_and_question(
     question = ChatMessage(role="user", content="THE-QUESTION stays")
     msgs = [system, *history, question]
     assert len(tiny_engine.prompt_ids(msgs)) > tiny_engine.context_window
-    chunks = [c async for c in tiny_engine.stream(msgs, SamplingParams(max_tokens=8, temperature=0))]
+    chunks = [
+        c async for c in tiny_engine.stream(msgs, SamplingParams(max_tokens=8, temperature=0))
+    ]
     report = chunks[-1].prompt
     assert report is not None and report.truncated and report.dropped_messages > 0
     assert report.dropped_messages % 2 == 0  # whole turns
@@ -195,17 +215,25 @@ async def test_prefix_cache_reuses_turn_one_and_keeps_greedy_output_identical(
         turn1 = [system, ChatMessage(role="user", content="what about the storm")]
         reply1 = await cached.generate(turn1, GREEDY)
         assert reply1.usage.cached_tokens == 0
-        turn2 = [*turn1, ChatMessage(role="assistant", content=reply1.text),
-                 ChatMessage(role="user", content="and the football")]
+        turn2 = [
+            *turn1,
+            ChatMessage(role="assistant", content=reply1.text),
+            ChatMessage(role="user", content="and the football"),
+        ]
         # Turn 2 runs batched beside an unrelated request, so its reply is cached from a padded row.
         other = [ChatMessage(role="user", content="unrelated " * 30)]
-        warm, _ = await asyncio.gather(cached.generate(turn2, GREEDY), cached.generate(other, GREEDY))
+        warm, _ = await asyncio.gather(
+            cached.generate(turn2, GREEDY), cached.generate(other, GREEDY)
+        )
         cold = await tiny_engine.generate(turn2, GREEDY)
         assert warm.text == cold.text
         assert warm.usage.cached_tokens >= len(cached.prompt_ids(turn1)) - 1
         assert cold.usage.cached_tokens == 0
-        turn3 = [*turn2, ChatMessage(role="assistant", content=warm.text),
-                 ChatMessage(role="user", content="and the vote")]
+        turn3 = [
+            *turn2,
+            ChatMessage(role="assistant", content=warm.text),
+            ChatMessage(role="user", content="and the vote"),
+        ]
         warm3 = await cached.generate(turn3, GREEDY)
         assert warm3.text == (await tiny_engine.generate(turn3, GREEDY)).text
         assert warm3.usage.cached_tokens >= len(cached.prompt_ids(turn2)) - 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 import pytest
 
@@ -21,15 +22,15 @@ from inference.errors import (
 from inference.local import LocalEngine
 from inference.messages import ChatMessage, SamplingParams
 from inference.openai_engine import OpenAIEngine
-from tests.inference.fake_openai_server import FakeServer, reply_events, status, stall, stream
+from tests.inference.fake_openai_server import FakeServer, reply_events, stall, status, stream
 
 MSGS = [ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="news?")]
 GREEDY = SamplingParams(max_tokens=12, temperature=0)
 
 
-def _engine(url: str, **kwargs: object) -> OpenAIEngine:
+def _engine(url: str, **kwargs: Any) -> OpenAIEngine:
     kwargs.setdefault("backoff", 0.01)
-    return OpenAIEngine(url, **kwargs)  # type: ignore[arg-type]
+    return OpenAIEngine(url, **kwargs)
 
 
 async def test_client_over_http_gives_the_same_greedy_text_as_the_engine_in_process(
@@ -57,8 +58,11 @@ async def test_client_n_json_and_regex_through_the_server(tiny_server_url: str) 
         await engine.start()
         many = await engine.generate(MSGS, SamplingParams(max_tokens=5, temperature=1, n=3, seed=1))
         assert [c.index for c in many.choices] == [0, 1, 2]
-        schema = {"type": "object", "properties": {"topic": {"enum": ["a", "b"]}},
-                  "required": ["topic"]}
+        schema = {
+            "type": "object",
+            "properties": {"topic": {"enum": ["a", "b"]}},
+            "required": ["topic"],
+        }
         value = await generate_json(engine, MSGS, schema, SamplingParams(max_tokens=30))
         assert value["topic"] in {"a", "b"}
         yes_no = await engine.generate(MSGS, SamplingParams(max_tokens=5, regex="(yes|no)"))
@@ -72,8 +76,11 @@ async def test_truncation_is_reported_by_the_client(tiny_server_url: str) -> Non
     engine = _engine(tiny_server_url)
     try:
         await engine.start()
-        history = [ChatMessage(role=r, content="news " * 100)  # type: ignore[arg-type]
-                   for _ in range(10) for r in ("user", "assistant")]
+        history = [
+            ChatMessage(role=r, content="news " * 100)
+            for _ in range(10)
+            for r in ("user", "assistant")
+        ]
         c = await engine.generate([MSGS[0], *history, MSGS[1]], GREEDY)
         assert c.prompt.truncated and c.prompt.dropped_messages >= 2
     finally:
@@ -171,7 +178,9 @@ async def test_server_down_is_a_clear_unavailable_error() -> None:
 
 async def test_open_breaker_fails_fast_without_calling_the_server() -> None:
     async with FakeServer([status(503)]) as fake:
-        engine = _engine(fake.url, retries=0, breaker=CircuitBreaker(failure_threshold=2, reset_after=60))
+        engine = _engine(
+            fake.url, retries=0, breaker=CircuitBreaker(failure_threshold=2, reset_after=60)
+        )
         for _ in range(2):
             with pytest.raises(EngineOverloaded):
                 await engine.generate(MSGS, GREEDY)
@@ -188,7 +197,7 @@ async def test_leaving_a_stream_closes_the_upstream_connection() -> None:
         chunks = engine.stream(MSGS, GREEDY)
         async for _ in chunks:
             break
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()
         await asyncio.wait_for(fake.disconnected.wait(), 3)
         await engine.aclose()
 

@@ -61,7 +61,7 @@ def test_a_boost_is_the_boosted_post_with_its_own_delete_key(
     post = change.post
     assert post.id == boost["reblog"]["uri"] != boost["uri"]
     assert post.native_id == f"mastodon:mastodon.social:{boost['reblog']['id']}"
-    assert post.author_id == post.author and "@" in post.author
+    assert post.author is not None and post.author_id == post.author and "@" in post.author
     assert post.source == "mastodon:mastodon.social" and post.platform == "mastodon"
 
 

@@ -3,6 +3,7 @@ across polls and restarts, retries, and entry → Post."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -85,12 +86,13 @@ async def test_polling_uses_conditional_gets_and_yields_only_new_entries() -> No
         source = _source(feed.url, interval_s=0.05)
         stream = source.events(None)
         first = [await anext(stream) for _ in range(3)]
+        waiting = asyncio.ensure_future(anext(stream))
         # Nothing new: the next polls are answered 304 and yield nothing.
-        while feed.not_modified < 2:
-            await _sleep(0.02)
+        await asyncio.wait_for(feed.until(lambda f: f.not_modified >= 2), 5)
+        assert not waiting.done()
         assert feed.request_headers[-1]["if-none-match"] == feed.etag
         feed.set_body(body.replace(b"  </channel>", NEW_ITEM))
-        new = await anext(stream)
+        new = await asyncio.wait_for(waiting, 5)
         await stream.aclose()  # type: ignore[attr-defined]
     assert [p.id for p in _posts(source, [new])] == ["notes-2026-11-23-bus"]
     assert feed.full == 2
@@ -159,9 +161,3 @@ def test_an_article_longer_than_a_post_is_kept_shortened() -> None:
     [change] = source.normalise(RawEvent(payload=json.dumps(entry), kind="entry"))
     assert isinstance(change, Upsert)
     assert len(change.post.text) == 10_000 and change.post.text.endswith("…")
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)

@@ -1,0 +1,87 @@
+"""Model text made safe for a surface (terminal, Discord, web) before anyone sees it.
+
+Model output is untrusted: a post in the context can talk a model into echoing `@everyone`, a
+`javascript:` link or a `<script>` tag. `safe_text` neutralises those; `SafeStream` does the same
+to a stream of deltas without emitting anything it might later have to take back.
+"""
+
+from __future__ import annotations
+
+import re
+
+_ZWSP = "\u200b"  # breaks a mention for Discord while reading the same to a person
+# Discord's mass mentions and its <@id>, <@!id>, <@&role>, <#channel> forms.
+_MASS_MENTION = re.compile(r"@(everyone|here)\b", re.IGNORECASE)
+_ID_MENTION = re.compile(r"<(@[!&]?|#)(\d+)>")
+# HTML: comments, tags and processing instructions. Stray `<` before a letter stays visible but
+# inert as a look-alike, so a surface that renders Markdown to HTML never sees a tag open.
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
+_HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
+_TAG_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
+_UNSAFE_URL = re.compile(r"(?i)\b(?:javascript|vbscript|data|file)\s*:[^\s)\]>\"']*")
+SAFE_SCHEMES = ("http://", "https://")
+
+
+def safe_text(text: str) -> str:
+    """`text` with mentions neutralised, HTML removed and unsafe links replaced.
+
+    Idempotent: `safe_text(safe_text(x)) == safe_text(x)`.
+    """
+    text = _HTML_COMMENT.sub("", text)
+    text = _HTML_TAG.sub("", text)
+    text = _TAG_OPEN.sub("‹", text)
+    text = _UNSAFE_URL.sub("(unsafe link removed)", text)
+    text = _MASS_MENTION.sub(lambda m: f"@{_ZWSP}{m[1]}", text)
+    text = _ID_MENTION.sub(lambda m: f"‹{m[1]}{_ZWSP}{m[2]}›", text)
+    return text
+
+
+def safe_url(url: str | None) -> str | None:
+    """`url` if it is a plain http(s) link without spaces or angle brackets, else None."""
+    if not url or not url.lower().startswith(SAFE_SCHEMES):
+        return None
+    if any(ch.isspace() or ch in "<>\"'`" for ch in url):
+        return None
+    return url
+
+
+class SafeStream:
+    """Sanitises streamed text: `feed(delta)` returns what is safe to show now; `finish()` the rest.
+
+    Text is released up to the last whitespace outside an unclosed tag, and only when the safe
+    form of what is released extends what was already shown, so the concatenation of everything
+    returned equals `safe_text` of the whole text.
+    """
+
+    def __init__(self) -> None:
+        self._raw = ""
+        self._shown = ""
+
+    def feed(self, delta: str) -> str:
+        self._raw += delta
+        cut = max(self._raw.rfind(" "), self._raw.rfind("\n"))
+        opened = self._raw.rfind("<", 0, cut + 1)
+        if opened > self._raw.rfind(">", 0, cut + 1):
+            cut = opened - 1
+        if cut < 0:
+            return ""
+        return self._release(safe_text(self._raw[: cut + 1]))
+
+    def finish(self) -> str:
+        """The rest of the text; after this, the shown text is `safe_text` of everything fed."""
+        full = safe_text(self._raw)
+        if not full.startswith(self._shown):  # cannot happen for the rules above; stay correct
+            self._shown = full
+            return ""
+        return self._release(full)
+
+    @property
+    def text(self) -> str:
+        return safe_text(self._raw)
+
+    def _release(self, safe: str) -> str:
+        if not safe.startswith(self._shown):
+            return ""
+        out = safe[len(self._shown) :]
+        self._shown = safe
+        return out

@@ -1,0 +1,203 @@
+"""`quipfeed web` (the HTTP API, the widget and a demo page) and `quipfeed bench web`.
+
+`quipfeed/cli.py` calls `register(app, bench_app)`. Composition lives here: settings → Redis,
+store and search, engine → `bot.chat.Chat` → `BotChatService` → the FastAPI app.
+
+Web options the settings tree does not hold yet are read from the environment with the same
+names they would have there (`QUIPFEED_WEB__ALLOWED_ORIGINS='["https://example.org"]'`,
+`QUIPFEED_WEB__API_KEYS='{"backend": "s3cret"}'`, `QUIPFEED_WEB__SESSION_SECRET=…`, the
+rate limits). Without a session secret one is generated once and kept in the data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import os
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import typer
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from quipfeed.settings import Settings, load_settings
+
+
+class WebEnv(BaseSettings):
+    """Web options from `QUIPFEED_WEB__…` (JSON for lists and maps)."""
+
+    model_config = SettingsConfigDict(env_prefix="QUIPFEED_WEB__", extra="ignore")
+
+    allowed_origins: list[str] = Field(default_factory=lambda: ["*"])
+    session_secret: str | None = None
+    api_keys: dict[str, str] = Field(default_factory=dict)
+    requests_per_minute_ip: float = 600
+    requests_per_minute_session: float = 240
+    turns_per_minute_session: float = 20
+    max_body_bytes: int = 64_000
+    trust_forwarded_for: bool = False
+
+
+def session_secret(settings: Settings, env: WebEnv) -> str:
+    """The configured secret, else one generated on first run and kept (0600) in the data dir,
+    so sessions survive a restart."""
+    if env.session_secret:
+        return env.session_secret
+    path = settings.data_dir / "web" / "session_secret"
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret)
+    return secret
+
+
+def web_options(settings: Settings) -> Any:
+    from bot.web.options import WebOptions
+
+    env = WebEnv()
+    return WebOptions(
+        allowed_origins=env.allowed_origins,
+        session_secret=session_secret(settings, env),
+        api_keys=env.api_keys,
+        requests_per_minute_ip=env.requests_per_minute_ip,
+        requests_per_minute_session=env.requests_per_minute_session,
+        turns_per_minute_session=env.turns_per_minute_session,
+        max_body_bytes=env.max_body_bytes,
+        trust_forwarded_for=env.trust_forwarded_for,
+    )
+
+
+async def open_engine(settings: Settings, tiny: bool) -> Any:
+    """The model: `model.url` (SGLang or any OpenAI-compatible server), `model.path` (in
+    process), or with `tiny` a freshly built tiny random model (plumbing demos only)."""
+    if tiny:
+        import tempfile
+
+        from inference.local import LocalEngine
+        from inference.tiny_model import build_tiny_moe
+
+        folder = Path(tempfile.mkdtemp(prefix="quipfeed-web-tiny-")) / "tiny-moe"
+        await asyncio.to_thread(build_tiny_moe, folder, context_window=8192)
+        return await LocalEngine.aload(folder, device="cpu")
+    if settings.model.url:
+        from inference.openai_engine import OpenAIEngine
+
+        return OpenAIEngine.from_settings(settings.model)
+    if settings.model.path:
+        from inference.local import LocalEngine
+
+        return await LocalEngine.aload(settings.model.path, name=settings.model.name)
+    raise typer.BadParameter(
+        "no model: set QUIPFEED_MODEL__URL (an OpenAI-compatible server such as SGLang), "
+        "QUIPFEED_MODEL__PATH (a local model folder), or pass --tiny for a plumbing demo"
+    )
+
+
+@contextlib.asynccontextmanager
+async def web_app(settings: Settings, *, tiny: bool = False) -> AsyncIterator[Any]:
+    """The composed app; Redis, store and engine are closed on exit."""
+    from datetime import timedelta
+
+    import redis.asyncio as aioredis
+
+    from bot.chat import Chat
+    from bot.persona import load_personas
+    from bot.search import LocalSearch
+    from bot.web.app import create_app
+    from bot.web.bot_service import BotChatService
+    from quipfeed.runtime import embedder_for, open_store, redis_url
+    from retrieval.search import Searcher
+
+    embedder = await asyncio.to_thread(embedder_for, settings)
+    store = open_store(settings, embedder.dim)
+    engine = await open_engine(settings, tiny)
+    try:
+        with redis_url(settings) as url:
+            client = aioredis.from_url(url)
+            search = LocalSearch(
+                Searcher(store, embedder),
+                half_life=timedelta(hours=settings.search.half_life_hours),
+            )
+            chat = Chat(client, engine, search, load_personas())
+            try:
+                yield create_app(BotChatService(chat), web_options(settings))
+            finally:
+                await client.aclose()
+    finally:
+        await engine.aclose()
+        store.close()
+
+
+async def serve(settings: Settings, host: str, port: int, *, tiny: bool) -> None:
+    import uvicorn
+
+    async with web_app(settings, tiny=tiny) as app:
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+        server = uvicorn.Server(config)
+        typer.echo(f"quipfeed web on http://{host}:{port}/ (API docs at /docs)", err=True)
+        await server.serve()
+
+
+def web(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
+    tiny: Annotated[
+        bool, typer.Option(help="Answer with a tiny random model (a plumbing demo, gibberish).")
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="A quipfeed.toml (default: ./quipfeed.toml).")
+    ] = None,
+) -> None:
+    """Serve the chat API, the embeddable widget (/widget.js) and a demo page (/)."""
+    try:
+        settings = load_settings(config)
+    except (FileNotFoundError, ValueError) as e:
+        typer.secho(f"error: bad settings: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    try:
+        asyncio.run(serve(settings, host or settings.web.host, port or settings.web.port, tiny=tiny))
+    except KeyboardInterrupt:
+        pass
+
+
+def _bench_module() -> ModuleType:
+    # `bench/` sits at the repo root, next to the packages.
+    try:
+        return importlib.import_module("bench.web")
+    except ImportError:
+        path = Path(__file__).resolve().parents[1] / "bench" / "web.py"
+        spec = importlib.util.spec_from_file_location("quipfeed_bench_web", path)
+        if spec is None or spec.loader is None or not path.is_file():
+            raise typer.BadParameter(f"benchmark code not found at {path}") from None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+
+def bench_web(
+    json_out: Annotated[bool, typer.Option("--json", help="Print figures as JSON.")] = False,
+    streams: Annotated[int, typer.Option(min=1, max=5000, help="Concurrent SSE streams.")] = 200,
+    samples: Annotated[int, typer.Option(min=1, max=100, help="First-token samples.")] = 5,
+    browser: Annotated[
+        bool, typer.Option(help="Also time first token painted in Chromium (/usr/bin/chromium).")
+    ] = True,
+) -> None:
+    """First token at the API vs painted in the browser; concurrent SSE sessions held."""
+    _bench_module().main(as_json=json_out, streams=streams, samples=samples, browser=browser)
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Add `web` to `app` and `web` to the `bench` sub-app."""
+    app.command("web")(web)
+    bench_app.command("web")(bench_web)

@@ -1,0 +1,130 @@
+"""`serve-model` and `bench inference`, registered on a Typer app the way quipfeed's CLI does."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from quipfeed.cli_inference import register
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    root = typer.Typer()
+    bench = typer.Typer()
+    root.add_typer(bench, name="bench")
+    register(root, bench)
+    return root
+
+
+def test_help_lists_both_commands(app: typer.Typer) -> None:
+    runner = CliRunner()
+    assert "serve-model" in runner.invoke(app, ["--help"]).output
+    assert "inference" in runner.invoke(app, ["bench", "--help"]).output
+
+
+def test_serve_model_needs_a_model(app: typer.Typer) -> None:
+    r = CliRunner().invoke(app, ["serve-model"])
+    assert r.exit_code != 0
+    assert "--model" in r.output
+
+
+def test_serve_model_rejects_a_folder_that_is_not_a_model(app: typer.Typer, tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["serve-model", "--model", str(tmp_path)])
+    assert r.exit_code == 1
+    assert "config.json" in r.output
+
+
+def test_serve_model_prints_an_sglang_profile(app: typer.Typer) -> None:
+    r = CliRunner().invoke(
+        app, ["serve-model", "--sglang-profile", "grok-2-tp8", "--port", "31000"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "--tp-size 8 --quantization fp8" in r.output and "--port 31000" in r.output
+    bad = CliRunner().invoke(app, ["serve-model", "--sglang-profile", "nope"])
+    assert bad.exit_code != 0 and "grok-2-tp8" in bad.output
+
+
+def test_bench_inference_prints_json_figures(app: typer.Typer, tiny_model_path: Path) -> None:
+    r = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "inference",
+            "--json",
+            "--concurrency",
+            "2",
+            "--repeats",
+            "1",
+            "--max-tokens",
+            "4",
+            "--turns",
+            "2",
+            "--model",
+            str(tiny_model_path),
+            "--server-thread",
+        ],
+        env={"SGLANG_URL": ""},
+    )
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output[r.output.index("{") :])
+    local = report["local"]
+    assert local["in_process"][0]["concurrency"] == 2 and local["in_process"][0]["tokens_per_s"] > 0
+    assert {"tokens_per_s_pct", "ttft_ms"} <= set(local["overhead"][0])
+    assert len(local["prefix_reuse"]["layout_shared_prefix_ratio"]) == 1
+    assert "sglang" not in report
+
+
+@pytest.mark.slow
+def test_serve_model_serves_over_http_in_a_real_process(tiny_model_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = (
+        "import typer; from quipfeed.cli_inference import register; a = typer.Typer(); "
+        "b = typer.Typer(); a.add_typer(b, name='bench'); register(a, b); a()"
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "serve-model",
+            "--model",
+            str(tiny_model_path),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        r = httpx.post(
+            url + "/v1/chat/completions",
+            timeout=30,
+            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+        )
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 3
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -1,0 +1,185 @@
+"""Fixtures for the web API and widget: the real app served by uvicorn on 127.0.0.1, over a real
+embedded Redis, a real Qdrant Edge shard holding real posts, and the tiny random MoE.
+
+Each server runs in its own thread with its own event loop (as `quipfeed web` does in its
+process); Redis clients and `Chat` are built inside that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import functools
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from inference.local import LocalEngine
+from inference.tiny_model import build_tiny_moe
+from retrieval.post import Post
+from tests.conftest import BLUESKY_200
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
+SECRET = "test-secret-0123456789abcdef"
+
+# A post whose text is hostile HTML: the widget must show it as text, never run it.
+HOSTILE_POST = Post(
+    id="at://did:plc:hostile/app.bsky.feed.post/xss1",
+    text='Hostile post <img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script> '
+    "[click](javascript:window.__pwned=3) about the rocket launch",
+    created_at=datetime(2024, 5, 2, 12, 0, tzinfo=UTC),
+    platform="bluesky",
+    author="mallory.bsky.social",
+    author_name='<b onmouseover="window.__pwned=4">Mallory</b>',
+    url="javascript:window.__pwned=5",
+)
+
+
+@functools.cache
+def _tiny_engine() -> LocalEngine:
+    root = Path(tempfile.mkdtemp(prefix="quipfeed-web-tiny-"))
+    atexit.register(shutil.rmtree, root, True)
+    # A persona's system prompt is longer than the default 1024-token window in this tokenizer.
+    engine = LocalEngine.load(build_tiny_moe(root / "tiny", context_window=8192), device="cpu",
+                              max_batch_size=16)
+    atexit.register(engine.close)
+    return engine
+
+
+@pytest.fixture(scope="session")
+def web_posts() -> list[Post]:
+    lines = BLUESKY_200.read_text().splitlines()[:60]
+    return [Post.model_validate_json(line) for line in lines] + [HOSTILE_POST]
+
+
+@pytest.fixture(scope="session")
+def web_store(tmp_path_factory: pytest.TempPathFactory, minilm, web_posts):  # type: ignore[no-untyped-def]
+    from retrieval.edge_store import EdgeStore
+
+    store = EdgeStore(tmp_path_factory.mktemp("web-shard") / "shard", minilm.dim)
+    store.upsert(web_posts, minilm.embed([p.text for p in web_posts]).tolist())
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def web_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from quipfeed.embedded_redis import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path_factory.mktemp("web-redis"))
+    yield server.ensure_running()
+    server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """uvicorn serving `await make_app()` on 127.0.0.1 in a thread of its own."""
+
+    def __init__(self, make_app: Callable[[], Awaitable[Any]]) -> None:
+        self.make_app = make_app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app: Any = None
+        self._server: Any = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import uvicorn
+
+        async def main() -> None:
+            self.app = await self.make_app()
+            self._server = uvicorn.Server(
+                uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+            )
+            self._server.config.setup_event_loop = lambda: None
+            serving = asyncio.create_task(self._server.serve())
+            while not self._server.started and not serving.done():
+                await asyncio.sleep(0.01)
+            self._ready.set()
+            await serving
+
+        try:
+            asyncio.run(main())
+        except BaseException as e:  # surfaced to the test that started it
+            self._error = e
+            self._ready.set()
+
+    def start(self) -> LiveServer:
+        self._thread.start()
+        self._ready.wait(60)
+        if self._error is not None:
+            raise RuntimeError("web server failed to start") from self._error
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        self._thread.join(15)
+
+
+def make_app_factory(redis_url: str, store: Any, embedder: Any, engine: Any,
+                     **options: Any) -> Callable[[], Awaitable[Any]]:
+    async def make() -> Any:
+        import redis.asyncio as aioredis
+
+        from bot.chat import Chat, ChatConfig
+        from bot.limits import Limits
+        from bot.persona import load_personas
+        from bot.search import LocalSearch
+        from bot.web.app import create_app
+        from bot.web.bot_service import BotChatService
+        from bot.web.options import WebOptions
+        from retrieval.search import Searcher
+
+        chat = Chat(
+            aioredis.from_url(redis_url), engine, LocalSearch(Searcher(store, embedder)),
+            load_personas(),
+            ChatConfig(max_reply_tokens=24, limits=Limits(messages_per_minute=0, tokens_per_day=0)),
+        )
+        opts: dict[str, Any] = {"session_secret": SECRET, "turns_per_minute_session": 600,
+                                "requests_per_minute_session": 6000,
+                                "requests_per_minute_ip": 60000,
+                                "concurrent_turns_per_owner": 4}
+        opts.update(options)
+        return create_app(BotChatService(chat), WebOptions(**opts))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def live(web_redis_url: str, web_store, minilm) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+    """The app with the tiny model, served for the whole session."""
+    server = LiveServer(make_app_factory(web_redis_url, web_store, minilm, _tiny_engine())).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def session_token(live: LiveServer) -> str:
+    r = httpx.post(f"{live.url}/v1/session")
+    r.raise_for_status()
+    return str(r.json()["token"])
+
+
+@pytest.fixture
+def client(live: LiveServer, session_token: str) -> Iterator[httpx.Client]:
+    """An HTTP client holding a fresh anonymous session."""
+    with httpx.Client(base_url=live.url, timeout=60,
+                      headers={"Authorization": f"Bearer {session_token}"}) as c:
+        yield c
