@@ -159,6 +159,106 @@ class _server_process:
         self.proc.wait(10)
 
 
+async def _canned_sse_server(events: int) -> tuple[asyncio.Server, str]:
+    """A server answering every POST with `events` prebuilt chat chunks, as fast as it can: the
+    client's own cost per chunk is then all that is measured."""
+    chunk = json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": " word"}, "finish_reason": None}],
+        }
+    )
+    last = json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
+        }
+    )
+    usage = json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [],
+            "usage": {"prompt_tokens": 5, "completion_tokens": events, "total_tokens": 5 + events},
+        }
+    )
+    body = "".join(
+        [f"data: {chunk}\n\n"] * events
+        + [f"data: {last}\n\n", f"data: {usage}\n\n", "data: [DONE]\n\n"]
+    ).encode()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
+        )
+        # Sent in slices so the client reads many small frames, as from a live server.
+        for i in range(0, len(body), 4096):
+            writer.write(body[i : i + 4096])
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def _client_cost(events: int = 2000, repeats: int = 5) -> dict[str, float]:
+    """CPU cost per chunk of `OpenAIEngine` vs a bare httpx SSE reader, on a canned stream.
+
+    On a loaded shared machine, end-to-end tokens/s swings by tens of percent from run to run;
+    this isolates what our layer itself adds, which is what the overhead goal is about."""
+    server, url = await _canned_sse_server(events)
+    params = SamplingParams(max_tokens=events)
+    ours = OpenAIEngine(url, model="m")
+    raw_client = httpx.AsyncClient(base_url=url, timeout=60)
+    raw_run = _raw_http_run(raw_client, "m", params)
+    our_run = _engine_run(ours, params)
+    raw_s: list[float] = []
+    our_s: list[float] = []
+    raw_ttft: list[float] = []
+    our_ttft: list[float] = []
+    try:
+        for _ in range(repeats):
+            for run_, totals, ttfts in ((raw_run, raw_s, raw_ttft), (our_run, our_s, our_ttft)):
+                start = time.perf_counter()
+                ttft, _n = await run_(0)
+                totals.append(time.perf_counter() - start)
+                ttfts.append(ttft)
+    finally:
+        await ours.aclose()
+        await raw_client.aclose()
+        server.close()
+    raw_us = min(raw_s) / events * 1e6
+    our_us = min(our_s) / events * 1e6
+    return {
+        "events": events,
+        "raw_us_per_chunk": round(raw_us, 1),
+        "ours_us_per_chunk": round(our_us, 1),
+        "extra_us_per_chunk": round(our_us - raw_us, 1),
+        "extra_ttft_ms": round(
+            (statistics.median(our_ttft) - statistics.median(raw_ttft)) * 1e3, 2
+        ),
+    }
+
+
 def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     ordered = sorted(runs, key=lambda r: r["tokens_per_s"])
     median = dict(ordered[len(ordered) // 2])
@@ -288,6 +388,15 @@ async def run(
             with _server_process(path, max(levels)) as url:
                 local.update(await _compare(url, path.name, levels, rounds, params, repeats))
         local["server"] = "thread" if server_thread else "process"
+        cost = await _client_cost()
+        # What the extra CPU per chunk is, as a share of a stream's own rate: at the in-process
+        # single-stream rate here, and at 100 tokens/s (a large MoE on a GPU, per stream).
+        single = local["in_process"][0]["tokens_per_s"]
+        cost["pct_of_tokens_per_s_at_local_rate"] = round(
+            cost["extra_us_per_chunk"] * single / 1e4, 2
+        )
+        cost["pct_of_tokens_per_s_at_100_tok_s"] = round(cost["extra_us_per_chunk"] * 100 / 1e4, 2)
+        local["client_cost"] = cost
         report["local"] = local
         cached = LocalEngine.load(path, device="auto", prefix_cache_tokens=16_384)
         try:
@@ -331,6 +440,15 @@ def format_report(report: dict[str, Any]) -> str:
                 f"  overhead       c={row['concurrency']:<3} "
                 f"tokens/s {row['tokens_per_s_pct']:+.2f}%"
                 f"  ttft {row['ttft_ms']:+.2f} ms   (goal: < 5%, < 10 ms)"
+            )
+        cost = data.get("client_cost")
+        if cost:
+            lines.append(
+                f"  client cost    {cost['ours_us_per_chunk']} us/chunk vs raw "
+                f"{cost['raw_us_per_chunk']} (+{cost['extra_us_per_chunk']} us = "
+                f"{cost['pct_of_tokens_per_s_at_local_rate']}% at the local rate, "
+                f"{cost['pct_of_tokens_per_s_at_100_tok_s']}% at 100 tok/s), "
+                f"ttft {cost['extra_ttft_ms']:+.2f} ms   (goal: < 5%, < 10 ms)"
             )
         reuse = data.get("prefix_reuse", {})
         if reuse:

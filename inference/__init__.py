@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from inference.breaker import CircuitBreaker
-from inference.engine import Engine, collect, generate_json, parse_json_reply
+from inference.engine import Engine, collect, generate_json, open_engine, parse_json_reply
 from inference.errors import (
     CircuitOpen,
     EngineOverloaded,
@@ -59,6 +59,7 @@ __all__ = [
     "collect",
     "fit_to_window",
     "generate_json",
+    "open_engine",
     "parse_json_reply",
     "shared_prefix_ratio",
     "turn_messages",

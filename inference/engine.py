@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from inference.errors import StructuredOutputError
+from inference.errors import InvalidRequest, StructuredOutputError
 from inference.messages import ChatMessage, Choice, Chunk, Completion, SamplingParams
 
 
@@ -114,3 +114,27 @@ async def generate_json(
     raise StructuredOutputError(
         f"reply was not JSON matching the schema after a constrained retry: {raw[:200]!r}", raw=raw
     )
+
+
+async def open_engine(settings: Any, **kwargs: Any) -> Engine:
+    """The engine `quipfeed.settings.ModelSettings` asks for, ready to use.
+
+    `url` set: an `OpenAIEngine` on it, health-checked (`EngineUnavailable` if the server is
+    down). Else `path`: a `LocalEngine` loaded from that folder. Neither: `InvalidRequest`.
+    `kwargs` go to the engine's constructor.
+    """
+    if settings.url:
+        from inference.openai_engine import OpenAIEngine
+
+        remote = OpenAIEngine.from_settings(settings, **kwargs)
+        try:
+            await remote.start()
+        except BaseException:
+            await remote.aclose()
+            raise
+        return remote
+    if settings.path:
+        from inference.local import LocalEngine
+
+        return await LocalEngine.aload(settings.path, name=settings.name, **kwargs)
+    raise InvalidRequest("no model configured: set model.url (SGLang) or model.path (local folder)")

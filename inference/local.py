@@ -111,6 +111,10 @@ class _Batch:
     rows: list[_Row]
 
 
+def _mergeable(chunk: Chunk, nxt: object) -> bool:
+    return isinstance(nxt, Chunk) and nxt.usage is None and nxt.index == chunk.index
+
+
 def _pick_device(device: Device) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -239,13 +243,30 @@ class LocalEngine:
             events=asyncio.Queue(),
         )
         self._submit(req)
+        held: list[Event] = []  # an event read ahead while merging, delivered next
         try:
             while True:
-                event = await req.events.get()
+                event = held.pop() if held else await req.events.get()
                 if event is None:
                     return
                 if isinstance(event, BaseException):
                     raise event
+                # A consumer that fell behind gets the text queued for it as one chunk rather
+                # than one per token: less per-chunk work (SSE events, JSON) exactly when the
+                # process is busiest.
+                while (
+                    event.usage is None and event.finish_reason is None and not req.events.empty()
+                ):
+                    nxt = req.events.get_nowait()
+                    if not _mergeable(event, nxt):
+                        held.append(nxt)
+                        break
+                    assert isinstance(nxt, Chunk)
+                    event = Chunk(
+                        index=event.index,
+                        text=event.text + nxt.text,
+                        finish_reason=nxt.finish_reason,
+                    )
                 yield event
         finally:
             # Reached on normal end, on the consumer closing the iterator, and on task

@@ -16,9 +16,11 @@ Failure policy:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import json
 import random
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,8 +64,12 @@ def _transport_errors() -> tuple[type[Exception], ...]:
 
 
 _TRANSPORT_ERRORS = _transport_errors()
-_OPEN_ERRORS: tuple[type[Exception], ...] = (openai.APIConnectionError, *_TRANSPORT_ERRORS)
-_STREAM_ERRORS: tuple[type[Exception], ...] = (openai.APIError, *_TRANSPORT_ERRORS)
+_OPEN_ERRORS: tuple[type[Exception], ...] = (
+    openai.APIConnectionError,
+    *_TRANSPORT_ERRORS,
+    ValueError,
+)
+_STREAM_ERRORS: tuple[type[Exception], ...] = (openai.APIError, *_TRANSPORT_ERRORS, ValueError)
 
 
 @dataclass(frozen=True)
@@ -212,8 +218,8 @@ class OpenAIEngine:
                     if out.finish_reason is not None:
                         finished.add(out.index)
                     yield out
-                if chunk.usage is not None:
-                    usage = _usage(chunk.usage)
+                if chunk.get("usage"):
+                    usage = _usage(chunk["usage"])
                     report = _merge_report(report, chunk)
                 chunk = await self._next(stream)
             if len(finished) < params.n:
@@ -276,18 +282,24 @@ class OpenAIEngine:
             delay = max(delay, min(retry_after, 10.0))
         await asyncio.sleep(delay)
 
-    async def _open(self, request: dict[str, Any]) -> tuple[Any, Any]:
-        """Open the stream and read its first chunk, retrying what is safe to retry."""
+    async def _open(self, request: dict[str, Any]) -> tuple[_EventStream, dict[str, Any]]:
+        """Open the stream and read its first event, retrying what is safe to retry."""
         last: InferenceError | None = None
         for attempt in range(self.retries + 1):
             self.breaker.before_call()
-            stream: Any = None
+            stream: _EventStream | None = None
             retry_after: float | None = None
             try:
-                stream = await asyncio.wait_for(
-                    self._client.chat.completions.create(**request), self.first_token_timeout
-                )
-                first = await asyncio.wait_for(anext(stream), self.first_token_timeout)
+                # The raw streaming response: the openai client still builds the request, maps
+                # error statuses and authenticates, but events are parsed here as plain JSON —
+                # its per-chunk pydantic models cost ~5x the rest of the client path.
+                context = self._client.chat.completions.with_streaming_response.create(**request)
+                stream = _EventStream(context)
+                async with asyncio.timeout(self.first_token_timeout):
+                    await stream.open()
+                    first = await stream.next()
+                if first is None:
+                    raise StopAsyncIteration
                 return stream, first
             except StopAsyncIteration:
                 last = StreamInterrupted("server closed the stream before any output")
@@ -304,10 +316,12 @@ class OpenAIEngine:
                 retry_after = float(header) if header and header.isdigit() else None
                 kind = EngineOverloaded if e.status_code in (429, 503) else EngineUnavailable
                 last = kind(f"server answered {e.status_code}: {_message(e)}")
+            except _ErrorEvent as e:  # an error event as the first SSE message
+                last = EngineUnavailable(f"server error: {e}")
             except _OPEN_ERRORS as e:
                 last = EngineUnavailable(f"cannot reach model server at {self.base_url}: {e}")
-            except openai.APIError as e:  # an error event as the first SSE message
-                last = EngineUnavailable(f"server error: {e}")
+            except ValueError as e:  # a first event that is not a JSON object
+                last = EngineUnavailable(f"model server sent a malformed stream: {e}")
             except BaseException:
                 self.breaker.release()
                 if stream is not None:
@@ -321,26 +335,69 @@ class OpenAIEngine:
         assert last is not None
         raise last
 
-    async def _next(self, stream: Any) -> Any:
+    async def _next(self, stream: _EventStream) -> dict[str, Any] | None:
         try:
             # `asyncio.timeout`, not `wait_for`: no extra task per chunk on the hot path.
             async with asyncio.timeout(self.token_timeout):
-                return await anext(stream)
-        except StopAsyncIteration:
-            return None
+                return await stream.next()
         except TimeoutError as e:
             raise StreamInterrupted(f"no token for {self.token_timeout}s; stream abandoned") from e
+        except _ErrorEvent as e:
+            raise StreamInterrupted(f"server error mid-stream: {e}") from e
         except _STREAM_ERRORS as e:
             raise StreamInterrupted(f"stream cut partway: {e}") from e
 
-    def _chunks(self, chunk: Any) -> list[Chunk]:
+    def _chunks(self, event: dict[str, Any]) -> list[Chunk]:
         out: list[Chunk] = []
-        for choice in chunk.choices or []:
-            text = (choice.delta.content if choice.delta is not None else None) or ""
-            reason = _finish_reason(choice.finish_reason)
+        for choice in event.get("choices") or []:
+            text = (choice.get("delta") or {}).get("content") or ""
+            reason = _finish_reason(choice.get("finish_reason"))
             if text or reason is not None:
-                out.append(Chunk(index=choice.index, text=text, finish_reason=reason))
+                out.append(Chunk(index=choice.get("index", 0), text=text, finish_reason=reason))
         return out
+
+
+class _ErrorEvent(Exception):
+    """The server sent an `{"error": ...}` event instead of a chunk."""
+
+
+class _EventStream:
+    """Server-sent events of one chat completion, as parsed JSON objects."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self._lines: AsyncIterator[str] | None = None
+        self._entered = False
+
+    async def open(self) -> None:
+        response = await self._context.__aenter__()
+        self._entered = True
+        self._lines = response.iter_lines()
+
+    async def next(self) -> dict[str, Any] | None:
+        """The next event, or None at `[DONE]` or the end of the body."""
+        assert self._lines is not None
+        async for line in self._lines:
+            if not line.startswith("data:"):
+                continue  # comments (pings), blank separators, other fields
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return None
+            event = json.loads(data)
+            if not isinstance(event, dict):
+                raise ValueError(f"unexpected event {data[:100]!r}")
+            if "error" in event and not event.get("choices"):
+                error = event["error"]
+                message = error.get("message", error) if isinstance(error, dict) else error
+                raise _ErrorEvent(str(message))
+            return event
+        return None
+
+    async def close(self) -> None:
+        if self._entered:
+            self._entered = False
+            with contextlib.suppress(Exception):
+                await self._context.__aexit__(None, None, None)
 
 
 def _finish_reason(value: str | None) -> FinishReason | None:
@@ -353,20 +410,18 @@ def _finish_reason(value: str | None) -> FinishReason | None:
     return "stop"
 
 
-def _usage(usage: Any) -> Usage:
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = getattr(details, "cached_tokens", None) if details is not None else None
+def _usage(usage: dict[str, Any]) -> Usage:
+    details = usage.get("prompt_tokens_details") or {}
     return Usage(
-        prompt_tokens=usage.prompt_tokens or 0,
-        completion_tokens=usage.completion_tokens or 0,
-        cached_tokens=cached or 0,
+        prompt_tokens=usage.get("prompt_tokens") or 0,
+        completion_tokens=usage.get("completion_tokens") or 0,
+        cached_tokens=details.get("cached_tokens") or 0,
     )
 
 
-def _merge_report(report: PromptReport, chunk: Any) -> PromptReport:
+def _merge_report(report: PromptReport, event: dict[str, Any]) -> PromptReport:
     # `quipfeed serve-model` says in the usage chunk what it cut; SGLang says nothing.
-    extra = getattr(chunk, "model_extra", None) or {}
-    server = extra.get("metadata") or {}
+    server = event.get("metadata") or {}
     if not server.get("truncated"):
         return report
     return PromptReport(

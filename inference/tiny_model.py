@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 # ChatML, the layout Qwen models use; `add_generation_prompt` opens the assistant turn.
 CHATML_TEMPLATE = (
@@ -97,5 +98,61 @@ def build_tiny_moe(path: Path | str, *, seed: int = 0, context_window: int = 102
     model.eval()
     model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = config.pad_token_id
+    model.save_pretrained(out)
+    return out
+
+
+# Other architectures the local engine must handle, as tiny random models (same tokenizer).
+_OTHER_KINDS = ("mixtral", "olmoe", "granitemoe", "llama")
+
+
+def build_tiny_model(path: Path | str, kind: str, *, seed: int = 0) -> Path:
+    """Like `build_tiny_moe`, for another architecture: one of `mixtral`, `olmoe`, `granitemoe`
+    (MoE) or `llama` (dense). Same tokenizer and chat template; hidden 128, 2 layers."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        GraniteMoeConfig,
+        GraniteMoeForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+        MixtralConfig,
+        MixtralForCausalLM,
+        OlmoeConfig,
+        OlmoeForCausalLM,
+    )
+
+    if kind not in _OTHER_KINDS:
+        raise ValueError(f"kind must be one of {_OTHER_KINDS}")
+    out = Path(path)
+    build_tiny_moe(out, seed=seed)  # writes the tokenizer (and a Qwen3-MoE we replace)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    common = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": None,
+        "tie_word_embeddings": False,
+    }
+    moe = {"num_experts_per_tok": 2}
+    classes: dict[str, tuple[Any, Any, dict[str, Any]]] = {
+        "mixtral": (MixtralConfig, MixtralForCausalLM, {**moe, "num_local_experts": 4}),
+        "olmoe": (OlmoeConfig, OlmoeForCausalLM, {**moe, "num_experts": 4}),
+        "granitemoe": (GraniteMoeConfig, GraniteMoeForCausalLM, {**moe, "num_local_experts": 4}),
+        "llama": (LlamaConfig, LlamaForCausalLM, {}),
+    }
+    config_cls, model_cls, extra = classes[kind]
+    torch.manual_seed(seed)
+    model = model_cls(config_cls(**common, **extra))
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    for stale in out.glob("model*.safetensors*"):
+        stale.unlink()
     model.save_pretrained(out)
     return out

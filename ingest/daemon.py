@@ -21,12 +21,18 @@ from ingest.sources import RawEvent, Source
 from retrieval.embedder import Embedder
 from retrieval.post import PostRejected
 from retrieval.store import PostStore
+from retrieval.trending import TrendCounter
 
 log = logging.getLogger(__name__)
 
 PUBLISH_BATCH = 256
 SOURCE_QUEUE = 2048
 RETENTION_EVERY_S = 600.0
+
+
+def trend_prefix(stream: str) -> str:
+    """Where the trend counters of a bus live (next to its stream)."""
+    return f"{stream}:trend"
 
 
 @dataclass
@@ -87,6 +93,7 @@ class Daemon:
                     deadline_ms=self.config.deadline_ms,
                 ),
                 self.metrics,
+                TrendCounter(self.bus.client, trend_prefix(self.bus.stream)),
             )
             for i in range(self.config.workers)
         ]

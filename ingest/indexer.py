@@ -24,6 +24,7 @@ from retrieval.embedder import Embedder
 from retrieval.post import Post
 from retrieval.schema import dense_text
 from retrieval.store import PostStore
+from retrieval.trending import TrendCounter
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,10 @@ class Indexer:
         embedder: Embedder,
         config: IndexerConfig,
         metrics: IngestMetrics,
+        trends: TrendCounter | None = None,
     ) -> None:
         self.bus = bus
+        self.trends = trends
         self.store = store
         self.embedder = embedder
         self.config = config
@@ -167,6 +170,10 @@ class Indexer:
                 continue
             vectors = await asyncio.to_thread(self.embedder.embed, [dense_text(p) for p in posts])
             await asyncio.to_thread(self.store.upsert, posts, vectors.tolist())
+            if self.trends is not None:
+                # Counted as posts are indexed, so `trending` costs nothing at query time. A
+                # batch redelivered after a crash counts twice: trends are rates, not ledgers.
+                await self.trends.record(posts)
             indexed += len(posts)
         return indexed
 

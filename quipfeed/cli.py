@@ -201,6 +201,35 @@ def search(
     emit(hits, as_json, "\n".join(lines) or "no posts matched")
 
 
+@app.command()
+def trending(
+    window: Annotated[str, typer.Option(help="How far back: 15m, 1h, 6h, 1d.")] = "1h",
+    now: Annotated[
+        str | None, typer.Option(help="As of this time (for replayed data): RFC 3339.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Topics whose rate in the window stands out against their baseline."""
+    from quipfeed.queries import trending as fetch
+
+    try:
+        span = parse_span(window)
+        as_of = parse_instant(now) if now else None
+        trends = fetch(settings_from(config), span, as_of, limit)
+    except ValueError as exc:
+        fail(str(exc))
+    lines = []
+    for i, t in enumerate(trends, 1):
+        growth = "new" if t["growth"] is None else f"×{t['growth']:.1f}"
+        lines.append(f"{i:>2}. {t['label']}  {t['count']} posts ({growth} vs baseline)")
+        for post in t["posts"][:2]:
+            text = " ".join(post["text"].split())[:110]
+            lines.append(f"      {post.get('author') or '?'}: {text}")
+    emit(trends, as_json, "\n".join(lines) or f"nothing stands out in the last {window}")
+
+
 @eval_app.command("retrieval")
 def eval_retrieval(
     posts: Annotated[Path | None, typer.Option(help="Posts (JSON Lines).")] = None,

@@ -41,6 +41,7 @@ class WebEnv(BaseSettings):
     requests_per_minute_ip: float = 600
     requests_per_minute_session: float = 240
     turns_per_minute_session: float = 20
+    sessions_per_minute_ip: float = 30
     max_body_bytes: int = 64_000
     trust_forwarded_for: bool = False
 
@@ -72,6 +73,7 @@ def web_options(settings: Settings) -> Any:
         requests_per_minute_ip=env.requests_per_minute_ip,
         requests_per_minute_session=env.requests_per_minute_session,
         turns_per_minute_session=env.turns_per_minute_session,
+        sessions_per_minute_ip=env.sessions_per_minute_ip,
         max_body_bytes=env.max_body_bytes,
         trust_forwarded_for=env.trust_forwarded_for,
     )
@@ -104,8 +106,11 @@ async def open_engine(settings: Settings, tiny: bool) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def web_app(settings: Settings, *, tiny: bool = False) -> AsyncIterator[Any]:
-    """The composed app; Redis, store and engine are closed on exit."""
+async def web_app(
+    settings: Settings, *, tiny: bool = False, chat_config: Any = None
+) -> AsyncIterator[Any]:
+    """The composed app; Redis, store and engine are closed on exit. `chat_config` is a
+    `bot.chat.ChatConfig` (default: its defaults)."""
     from datetime import timedelta
 
     import redis.asyncio as aioredis
@@ -128,7 +133,7 @@ async def web_app(settings: Settings, *, tiny: bool = False) -> AsyncIterator[An
                 Searcher(store, embedder),
                 half_life=timedelta(hours=settings.search.half_life_hours),
             )
-            chat = Chat(client, engine, search, load_personas())
+            chat = Chat(client, engine, search, load_personas(), chat_config)
             try:
                 yield create_app(BotChatService(chat), web_options(settings))
             finally:
@@ -165,7 +170,9 @@ def web(
         typer.secho(f"error: bad settings: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
     try:
-        asyncio.run(serve(settings, host or settings.web.host, port or settings.web.port, tiny=tiny))
+        asyncio.run(
+            serve(settings, host or settings.web.host, port or settings.web.port, tiny=tiny)
+        )
     except KeyboardInterrupt:
         pass
 

@@ -101,3 +101,25 @@ def search(
     finally:
         store.close()
     return [hit_json(h) for h in hits]
+
+
+def trending(
+    settings: Settings, window: timedelta, as_of: datetime | None, limit: int
+) -> list[dict[str, Any]]:
+    """Trending topics from the counters the indexers keep in Redis (no store needed)."""
+    from dataclasses import asdict
+
+    from ingest.daemon import trend_prefix
+    from retrieval.trending import TrendCounter
+
+    with redis_url(settings) as url:
+
+        async def go() -> list[dict[str, Any]]:
+            bus = open_bus(settings, url)
+            try:
+                counter = TrendCounter(bus.client, trend_prefix(settings.redis.stream))
+                return [asdict(t) for t in await counter.trending(window, as_of, limit=limit)]
+            finally:
+                await bus.client.aclose()
+
+        return asyncio.run(go())

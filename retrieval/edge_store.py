@@ -11,7 +11,14 @@ from typing import Any
 import qdrant_edge as q
 
 from retrieval import schema
-from retrieval.plan import DEFAULT_FUSION, FilterSpec, Fusion, QueryPlan, plan_query
+from retrieval.plan import (
+    DEFAULT_FUSION,
+    TIE_MARGIN,
+    FilterSpec,
+    Fusion,
+    QueryPlan,
+    plan_query,
+)
 from retrieval.post import Post, point_id
 from retrieval.store import Hit, StoreQuery, StoreSummary, StoreUnavailable
 from retrieval.why import explain
@@ -64,12 +71,18 @@ class EdgeStore:
                     f"the Qdrant Edge shard at {self.path} was built for other vectors than "
                     f"this embedder's ({self.dim} dimensions): {message}"
                 ) from exc
-            raise StoreUnavailable(f"cannot open Qdrant Edge shard at {self.path}: {message}") from exc
+            raise StoreUnavailable(
+                f"cannot open Qdrant Edge shard at {self.path}: {message}"
+            ) from exc
         if not has_data:
             for name in schema.DATETIME_FIELDS:
-                shard.update(q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Datetime))
+                shard.update(
+                    q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Datetime)
+                )
             for name in schema.KEYWORD_FIELDS:
-                shard.update(q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Keyword))
+                shard.update(
+                    q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Keyword)
+                )
             for name in schema.FLOAT_FIELDS:
                 shard.update(q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Float))
             shard.flush()
@@ -91,7 +104,9 @@ class EdgeStore:
         points = []
         for post, vector in zip(posts, dense, strict=True):
             if len(vector) != self.dim:
-                raise ValueError(f"vector for {post.id} has {len(vector)} dims, store has {self.dim}")
+                raise ValueError(
+                    f"vector for {post.id} has {len(vector)} dims, store has {self.dim}"
+                )
             indices, values = schema.sparse_document(post)
             points.append(
                 q.Point(
@@ -142,13 +157,11 @@ class EdgeStore:
 
     def query(self, request: StoreQuery) -> list[Hit]:
         plan = plan_query(request, self.dim, self.fusion)
-        requests = [_final_request(plan)] + [
-            _base_request(plan, kind) for kind in plan.base_modes
-        ]
+        requests = [_final_request(plan)] + [_base_request(plan, kind) for kind in plan.base_modes]
         with self._lock:
             results = self._s.query_batch(q.QueryBatchRequest(requests))
         final = [(str(p.id), p.score, p.payload or {}) for p in results[0]]
-        bases = {
+        bases: dict[str, dict[str, float]] = {
             kind: {str(p.id): p.score for p in res}
             for kind, res in zip(plan.base_modes, results[1:], strict=True)
         }
@@ -223,7 +236,11 @@ def _filter(spec: FilterSpec) -> q.Filter | None:
     if spec.created_gte or spec.created_lte:
         must.append(
             q.FieldCondition(
-                schema.CREATED_AT, range=q.RangeDateTime(gte=spec.created_gte, lte=spec.created_lte)
+                schema.CREATED_AT,
+                range=q.RangeDateTime(
+                    gte=schema.rfc3339(spec.created_gte) if spec.created_gte else None,
+                    lte=schema.rfc3339(spec.created_lte) if spec.created_lte else None,
+                ),
             )
         )
     if spec.authors:
@@ -261,7 +278,7 @@ def _base_request(plan: QueryPlan, kind: str) -> q.QueryRequest:
     )
 
 
-def _undecayed(plan: QueryPlan, limit: int) -> tuple[Any, list[q.Prefetch]]:
+def _undecayed(plan: QueryPlan) -> tuple[Any, list[q.Prefetch]]:
     """The query (and its prefetches) before recency: one vector search, or a fusion."""
     flt = _filter(plan.filter)
     if plan.mode != "hybrid":
@@ -276,7 +293,7 @@ def _undecayed(plan: QueryPlan, limit: int) -> tuple[Any, list[q.Prefetch]]:
 
 def _final_request(plan: QueryPlan) -> q.QueryRequest:
     flt = _filter(plan.filter)
-    query, prefetches = _undecayed(plan, plan.limit)
+    query, prefetches = _undecayed(plan)
     if plan.decay is not None:
         inner = q.Prefetch(
             limit=plan.candidates, query=query, prefetches=prefetches or None, filter=flt
@@ -290,12 +307,15 @@ def _final_request(plan: QueryPlan) -> q.QueryRequest:
         )
         floor = plan.decay.floor
         boost = q.Expression.Sum(
-            [q.Expression.Constant(floor), q.Expression.Mult([q.Expression.Constant(1 - floor), decay])]
+            [
+                q.Expression.Constant(floor),
+                q.Expression.Mult([q.Expression.Constant(1 - floor), decay]),
+            ]
         )
         query = q.Formula(q.Expression.Mult([q.Expression.Variable("$score"), boost]))
         prefetches = [inner]
     return q.QueryRequest(
-        limit=plan.limit,
+        limit=plan.limit + TIE_MARGIN,
         query=query,
         prefetches=prefetches or None,
         filter=flt,

@@ -67,8 +67,9 @@ def _normalise(rows: npt.NDArray[Any]) -> Vectors:
 class SentenceTransformerEmbedder:
     """A sentence-transformers model on CPU; thread-safe (calls are serialised)."""
 
-    def __init__(self, model: str | Path | None = None, *, quantize: bool = False,
-                 batch_size: int = 64) -> None:
+    def __init__(
+        self, model: str | Path | None = None, *, quantize: bool = False, batch_size: int = 64
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
@@ -246,4 +247,6 @@ def open_embedder(
         if cache_dir is None:
             raise ValueError("the static embedder needs cache_dir for its distilled table")
         return StaticEmbedder.load_or_distil(cache_dir, model)
-    raise ValueError(f"unknown embedder kind {kind!r}; expected 'sentence-transformers' or 'static'")
+    raise ValueError(
+        f"unknown embedder kind {kind!r}; expected 'sentence-transformers' or 'static'"
+    )

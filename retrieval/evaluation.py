@@ -60,7 +60,9 @@ def ndcg_at_k(ranked: Sequence[str], relevant: frozenset[str] | set[str], k: int
     return dcg / ideal
 
 
-def reciprocal_rank(ranked: Sequence[str], relevant: frozenset[str] | set[str], k: int = K) -> float:
+def reciprocal_rank(
+    ranked: Sequence[str], relevant: frozenset[str] | set[str], k: int = K
+) -> float:
     for i, pid in enumerate(ranked[:k]):
         if pid in relevant:
             return 1.0 / (i + 1)
@@ -114,8 +116,11 @@ def read_queries(path: Path) -> list[LabelledQuery]:
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise EvaluationError(f"{path}:{number}: bad query line: {exc}") from exc
             kind = row.get("kind")
-            out.append(LabelledQuery(text, frozenset(relevant), moment,
-                                     kind if isinstance(kind, str) else None))
+            out.append(
+                LabelledQuery(
+                    text, frozenset(relevant), moment, kind if isinstance(kind, str) else None
+                )
+            )
     if not out:
         raise EvaluationError(f"{path}: no queries")
     return out
@@ -143,7 +148,7 @@ def evaluate(
     work_dir: Path,
     *,
     half_life: timedelta = DEFAULT_HALF_LIFE,
-    fusions: Sequence[Fusion] = ("dbsf", "rrf"),
+    fusions: Sequence[Fusion] = ("rrf", "dbsf"),
     k: int = K,
 ) -> dict[str, Any]:
     """Index `posts_path` into a fresh shard under `work_dir`, run every query, score it.
@@ -197,5 +202,7 @@ def evaluate(
         "embedder": embedder.name,
         "ablation": ablation,
         "fusion": {"hybrid+decay": by_fusion, "hybrid": by_fusion_plain},
-        "by_kind": {kind: {**score_run(r, k), "queries": len(r)} for kind, r in sorted(kinds.items())},
+        "by_kind": {
+            kind: {**score_run(r, k), "queries": len(r)} for kind, r in sorted(kinds.items())
+        },
     }

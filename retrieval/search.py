@@ -48,8 +48,15 @@ class Searcher:
         half-life from `as_of` counts half). Raises `BadSearch` for unusable input.
         """
         request = self.request(
-            text, k, since=since, as_of=as_of, half_life=half_life, mode=mode,
-            authors=authors, hashtags=hashtags, langs=langs,
+            text,
+            k,
+            since=since,
+            as_of=as_of,
+            half_life=half_life,
+            mode=mode,
+            authors=authors,
+            hashtags=hashtags,
+            langs=langs,
         )
         return self.store.query(request)
 
@@ -98,9 +105,7 @@ class Searcher:
             if half_life > MAX_WINDOW:
                 raise BadSearch("half_life is longer than 30 years")
         # Embedding is skipped for pure keyword search; the store ignores `dense` then.
-        dense = (
-            [] if mode == "sparse" else self.embedder.embed([query])[0].astype(float).tolist()
-        )
+        dense = [] if mode == "sparse" else self.embedder.embed([query])[0].astype(float).tolist()
         return StoreQuery(
             text=query,
             dense=dense,

@@ -17,7 +17,14 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as m
 
 from retrieval import schema
-from retrieval.plan import DEFAULT_FUSION, FilterSpec, Fusion, QueryPlan, plan_query
+from retrieval.plan import (
+    DEFAULT_FUSION,
+    TIE_MARGIN,
+    FilterSpec,
+    Fusion,
+    QueryPlan,
+    plan_query,
+)
 from retrieval.post import Post, point_id
 from retrieval.store import Hit, StoreQuery, StoreSummary, StoreUnavailable
 from retrieval.why import explain
@@ -70,7 +77,9 @@ class ServerStore:
             return
         c.create_collection(
             self.collection,
-            vectors_config={schema.DENSE: m.VectorParams(size=self.dim, distance=m.Distance.COSINE)},
+            vectors_config={
+                schema.DENSE: m.VectorParams(size=self.dim, distance=m.Distance.COSINE)
+            },
             sparse_vectors_config={schema.SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},
         )
         with warnings.catch_warnings():
@@ -97,7 +106,9 @@ class ServerStore:
         points = []
         for post, vector in zip(posts, dense, strict=True):
             if len(vector) != self.dim:
-                raise ValueError(f"vector for {post.id} has {len(vector)} dims, store has {self.dim}")
+                raise ValueError(
+                    f"vector for {post.id} has {len(vector)} dims, store has {self.dim}"
+                )
             indices, values = schema.sparse_document(post)
             points.append(
                 m.PointStruct(
@@ -138,14 +149,15 @@ class ServerStore:
             must.append(
                 m.FieldCondition(
                     key=schema.CREATED_AT,
-                    range=m.DatetimeRange(lt=schema.rfc3339(created_before)),
+                    range=m.DatetimeRange(lt=created_before),
                 )
             )
         if not must:
             raise ValueError("delete_where needs at least one condition")
         with self._lock:
             self._client.delete(
-                self.collection, points_selector=m.FilterSelector(filter=m.Filter(must=must)),
+                self.collection,
+                points_selector=m.FilterSelector(filter=m.Filter(must=must)),
                 wait=True,
             )
 
@@ -157,7 +169,7 @@ class ServerStore:
         with self._lock:
             results = self._client.query_batch_points(self.collection, requests=requests)
         final = [(str(p.id), p.score, p.payload or {}) for p in results[0].points]
-        bases = {
+        bases: dict[str, dict[str, float]] = {
             kind: {str(p.id): p.score for p in res.points}
             for kind, res in zip(plan.base_modes, results[1:], strict=True)
         }
@@ -168,7 +180,9 @@ class ServerStore:
             return []
         with self._lock:
             records = self._client.retrieve(
-                self.collection, ids=[point_id(p) for p in post_ids], with_payload=True,
+                self.collection,
+                ids=[point_id(p) for p in post_ids],
+                with_payload=True,
                 with_vectors=False,
             )
         by_id = {str(r.id): r.payload for r in records if r.payload}
@@ -182,8 +196,9 @@ class ServerStore:
     def summary(self) -> StoreSummary:
         with self._lock:
             total = int(self._client.count(self.collection, exact=True).count)
-            facets = self._client.facet(self.collection, key="source", limit=_MAX_SOURCES,
-                                        exact=True)
+            facets = self._client.facet(
+                self.collection, key="source", limit=_MAX_SOURCES, exact=True
+            )
             oldest = self._created(m.Direction.ASC)
             newest = self._created(m.Direction.DESC)
         return StoreSummary(
@@ -298,7 +313,7 @@ def _final_request(plan: QueryPlan) -> m.QueryRequest:
         query=query,
         using=using,
         prefetch=prefetch,
-        limit=plan.limit,
+        limit=plan.limit + TIE_MARGIN,
         filter=flt,
         with_payload=True,
         with_vector=False,

@@ -22,8 +22,12 @@ def explain(
     final: Sequence[tuple[str, float, Mapping[str, Any]]],
     bases: Mapping[str, Mapping[str, float]],
 ) -> list[Hit]:
+    # Equal scores are common (RRF sums of the same ranks, BM25 of same-length posts) and come
+    # back in arbitrary order; the stores fetch a few extra and ties are broken by point id, so
+    # results are deterministic and the same on every backend.
+    ordered = sorted(final, key=lambda row: (-float(f"{row[1]:.6g}"), row[0]))[: plan.limit]
     hits: list[Hit] = []
-    for pid, score, payload in final:
+    for pid, score, payload in ordered:
         if not payload:
             continue
         post = schema.post_from_payload(dict(payload))

@@ -9,13 +9,12 @@ Turns stream as Server-Sent Events: `turn` (ids), `token`…, `citations`, `sugg
 `GET /v1/turns/{turn}/events` and `Last-Event-ID`, replaying what was missed.
 """
 
-
 import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -118,7 +117,9 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
     keys = ApiKeys(options.api_keys)
     per_ip = RateLimiter(options.requests_per_minute_ip)
     per_session = RateLimiter(options.requests_per_minute_session)
-    turns = RateLimiter(options.turns_per_minute_session, burst=max(3, int(options.turns_per_minute_session // 2)))
+    turns = RateLimiter(
+        options.turns_per_minute_session, burst=max(3, int(options.turns_per_minute_session // 2))
+    )
     new_sessions = RateLimiter(options.sessions_per_minute_ip)
 
     @asynccontextmanager
@@ -132,8 +133,12 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
         summary="Ask what the public feed is saying; answers stream with cited posts.",
         lifespan=lifespan,
         responses={
-            400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 404: {"model": ErrorBody},
-            413: {"model": ErrorBody}, 422: {"model": ErrorBody}, 429: {"model": ErrorBody},
+            400: {"model": ErrorBody},
+            401: {"model": ErrorBody},
+            404: {"model": ErrorBody},
+            413: {"model": ErrorBody},
+            422: {"model": ErrorBody},
+            429: {"model": ErrorBody},
         },
     )
     app.state.runs = runs
@@ -157,8 +162,11 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
 
     @app.exception_handler(Limited)
     async def _limited(_: Request, exc: Limited) -> JSONResponse:
-        return JSONResponse({"error": {"message": str(exc)}}, 429,
-                            headers={"Retry-After": str(max(1, int(exc.retry_after)))})
+        return JSONResponse(
+            {"error": {"message": str(exc)}},
+            429,
+            headers={"Retry-After": str(max(1, int(exc.retry_after)))},
+        )
 
     @app.exception_handler(Unavailable)
     async def _unavailable(_: Request, exc: Unavailable) -> JSONResponse:
@@ -178,7 +186,8 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
             wait = per_ip.allow(client_ip(request, options))
             if wait:
                 return JSONResponse(
-                    {"error": {"message": "too many requests from this address"}}, 429,
+                    {"error": {"message": "too many requests from this address"}},
+                    429,
                     headers={"Retry-After": str(int(wait) + 1)},
                 )
         response: Response = await call_next(request)
@@ -230,12 +239,14 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
             raise ApiError(422, "the message is empty")
         return text
 
-    async def start_turn(who: Identity, conversation_id: str,
-                         events: AsyncIterator[TurnEvent]) -> EventSourceResponse:
+    async def start_turn(
+        who: Identity, conversation_id: str, events: AsyncIterator[TurnEvent]
+    ) -> EventSourceResponse:
         wait = turns.allow(who.owner)
         if wait:
-            raise ApiError(429, "too many questions; wait a moment",
-                           {"Retry-After": str(int(wait) + 1)})
+            raise ApiError(
+                429, "too many questions; wait a moment", {"Retry-After": str(int(wait) + 1)}
+            )
         # The first event is awaited here so bad ids or input answer 404/422, not a broken stream.
         try:
             first: TurnEvent | None = await anext(aiter(events))
@@ -250,8 +261,12 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
 
     # ---- sessions, personas ----
 
-    @app.post("/v1/session", response_model=SessionOut, tags=["session"],
-              summary="Start an anonymous session (a signed bearer token).")
+    @app.post(
+        "/v1/session",
+        response_model=SessionOut,
+        tags=["session"],
+        summary="Start an anonymous session (a signed bearer token).",
+    )
     async def new_session(request: Request) -> SessionOut:
         if not origin_allowed(request.headers.get("origin")):
             raise ApiError(403, "this site is not allowed to use this quipfeed")
@@ -267,24 +282,35 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
 
     # ---- conversations ----
 
-    @app.post("/v1/conversations", response_model=ConversationSummary, status_code=201,
-              tags=["conversations"])
+    @app.post(
+        "/v1/conversations",
+        response_model=ConversationSummary,
+        status_code=201,
+        tags=["conversations"],
+    )
     async def create(who: Who, body: NewConversation | None = None) -> ConversationSummary:
         body = body or NewConversation()
         return await service.create_conversation(who.owner, body.persona, body.title)
 
-    @app.get("/v1/conversations", response_model=list[ConversationSummary],
-             tags=["conversations"])
+    @app.get("/v1/conversations", response_model=list[ConversationSummary], tags=["conversations"])
     async def list_(who: Who) -> list[ConversationSummary]:
         return await service.list_conversations(who.owner)
 
-    @app.get("/v1/conversations/{conversation_id}", response_model=ConversationView,
-             tags=["conversations"], summary="A conversation's selected branch.")
+    @app.get(
+        "/v1/conversations/{conversation_id}",
+        response_model=ConversationView,
+        tags=["conversations"],
+        summary="A conversation's selected branch.",
+    )
     async def get(who: Who, conversation_id: str) -> ConversationView:
         return await service.conversation(who.owner, conversation_id)
 
-    @app.patch("/v1/conversations/{conversation_id}", response_model=ConversationSummary,
-               tags=["conversations"], summary="Rename, or switch persona.")
+    @app.patch(
+        "/v1/conversations/{conversation_id}",
+        response_model=ConversationSummary,
+        tags=["conversations"],
+        summary="Rename, or switch persona.",
+    )
     async def patch(who: Who, conversation_id: str, body: ConversationPatch) -> ConversationSummary:
         return await service.update_conversation(
             who.owner, conversation_id, title=body.title, persona=body.persona
@@ -295,60 +321,96 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
         await service.delete_conversation(who.owner, conversation_id)
         return Ok()
 
-    @app.get("/v1/conversations/{conversation_id}/export", tags=["conversations"],
-             summary="Every message and version, as JSON.")
-    async def export(who: Who, conversation_id: str) -> JSONResponse:
-        data = await service.export(who.owner, conversation_id)
-        return JSONResponse(
-            data,
-            headers={"Content-Disposition": f'attachment; filename="quipfeed-{conversation_id}.json"'},
-        )
+    @app.get(
+        "/v1/conversations/{conversation_id}/export",
+        tags=["conversations"],
+        summary="Every message and version as JSON, or the selected line as Markdown.",
+    )
+    async def export(
+        who: Who,
+        conversation_id: str,
+        format: Annotated[Literal["json", "markdown"], Query()] = "json",
+    ) -> Response:
+        data = await service.export(who.owner, conversation_id, format)
+        name = f"quipfeed-{conversation_id}.{'json' if format == 'json' else 'md'}"
+        headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+        if isinstance(data, str):
+            return Response(data, media_type="text/markdown; charset=utf-8", headers=headers)
+        return JSONResponse(data, headers=headers)
 
     # ---- turns (SSE) ----
 
-    sse = {"200": {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."}}
+    sse: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."}
+    }
 
-    @app.post("/v1/conversations/{conversation_id}/messages", tags=["turns"], responses=sse,
-              response_class=EventSourceResponse, summary="Ask; the reply streams as SSE.")
+    @app.post(
+        "/v1/conversations/{conversation_id}/messages",
+        tags=["turns"],
+        responses=sse,
+        response_class=EventSourceResponse,
+        summary="Ask; the reply streams as SSE.",
+    )
     async def send(who: Who, conversation_id: str, body: NewMessage) -> EventSourceResponse:
         text = check_text(body.text)
         return await start_turn(
-            who, conversation_id, service.send(who.owner, conversation_id, text, persona=body.persona)
+            who,
+            conversation_id,
+            service.send(who.owner, conversation_id, text, persona=body.persona),
         )
 
-    @app.post("/v1/conversations/{conversation_id}/messages/{message_id}/regenerate",
-              tags=["turns"], responses=sse, response_class=EventSourceResponse,
-              summary="A new version of an answer, streamed.")
+    @app.post(
+        "/v1/conversations/{conversation_id}/messages/{message_id}/regenerate",
+        tags=["turns"],
+        responses=sse,
+        response_class=EventSourceResponse,
+        summary="A new version of an answer, streamed.",
+    )
     async def regenerate(who: Who, conversation_id: str, message_id: str) -> EventSourceResponse:
         return await start_turn(
             who, conversation_id, service.regenerate(who.owner, conversation_id, message_id)
         )
 
-    @app.post("/v1/conversations/{conversation_id}/messages/{message_id}/edit", tags=["turns"],
-              responses=sse, response_class=EventSourceResponse,
-              summary="Edit a question (answered afresh) or an answer (continue from it).")
-    async def edit(who: Who, conversation_id: str, message_id: str,
-                   body: EditMessage) -> EventSourceResponse:
+    @app.post(
+        "/v1/conversations/{conversation_id}/messages/{message_id}/edit",
+        tags=["turns"],
+        responses=sse,
+        response_class=EventSourceResponse,
+        summary="Edit a question (answered afresh) or an answer (continue from it).",
+    )
+    async def edit(
+        who: Who, conversation_id: str, message_id: str, body: EditMessage
+    ) -> EventSourceResponse:
         text = check_text(body.text)
         return await start_turn(
             who, conversation_id, service.edit(who.owner, conversation_id, message_id, text)
         )
 
-    @app.post("/v1/conversations/{conversation_id}/messages/{message_id}/select",
-              response_model=ConversationView, tags=["turns"],
-              summary="Show this version of a message (◀ 2/3 ▶).")
+    @app.post(
+        "/v1/conversations/{conversation_id}/messages/{message_id}/select",
+        response_model=ConversationView,
+        tags=["turns"],
+        summary="Show this version of a message (◀ 2/3 ▶).",
+    )
     async def select(who: Who, conversation_id: str, message_id: str) -> ConversationView:
         return await service.select(who.owner, conversation_id, message_id)
 
-    @app.post("/v1/conversations/{conversation_id}/messages/{message_id}/feedback",
-              response_model=Ok, tags=["turns"])
+    @app.post(
+        "/v1/conversations/{conversation_id}/messages/{message_id}/feedback",
+        response_model=Ok,
+        tags=["turns"],
+    )
     async def feedback(who: Who, conversation_id: str, message_id: str, body: FeedbackIn) -> Ok:
         await service.feedback(who.owner, conversation_id, message_id, body.rating, body.note)
         return Ok()
 
-    @app.get("/v1/turns/{turn_id}/events", tags=["turns"], responses=sse,
-             response_class=EventSourceResponse,
-             summary="Resume a turn's stream after `Last-Event-ID` (or `after`).")
+    @app.get(
+        "/v1/turns/{turn_id}/events",
+        tags=["turns"],
+        responses=sse,
+        response_class=EventSourceResponse,
+        summary="Resume a turn's stream after `Last-Event-ID` (or `after`).",
+    )
     async def resume(
         who: Who,
         turn_id: str,
@@ -366,8 +428,12 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
             seq = int(n)
         return _stream(run, seq)
 
-    @app.post("/v1/turns/{turn_id}/stop", response_model=Ok, tags=["turns"],
-              summary="Stop generating; the partial answer stays.")
+    @app.post(
+        "/v1/turns/{turn_id}/stop",
+        response_model=Ok,
+        tags=["turns"],
+        summary="Stop generating; the partial answer stays.",
+    )
     async def stop(who: Who, turn_id: str) -> Ok:
         run = runs.get(who.owner, turn_id)
         if run is None:
@@ -377,7 +443,12 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
 
     # ---- the feed ----
 
-    @app.get("/v1/trending", response_model=list[TrendItem], tags=["feed"])
+    @app.get(
+        "/v1/trending",
+        response_model=list[TrendItem],
+        tags=["feed"],
+        responses={503: {"model": ErrorBody, "description": "No trending source here."}},
+    )
     async def trending(who: Who, limit: Annotated[int, Query(ge=1, le=50)] = 10) -> list[TrendItem]:
         return await service.trending(limit)
 
@@ -396,7 +467,8 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
     @app.get("/widget.js", include_in_schema=False)
     async def widget() -> FileResponse:
         return FileResponse(
-            STATIC / "widget.js", media_type="text/javascript; charset=utf-8",
+            STATIC / "widget.js",
+            media_type="text/javascript; charset=utf-8",
             headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
         )
 
@@ -427,8 +499,11 @@ def _encode(event: TurnEvent) -> tuple[str, str]:
         return "suggestions", json.dumps({"suggestions": event.items}, ensure_ascii=False)
     if isinstance(event, Done):
         return "done", json.dumps(
-            {"question_id": event.question_id, "message_id": event.message_id,
-             "finish_reason": event.finish_reason}
+            {
+                "question_id": event.question_id,
+                "message_id": event.message_id,
+                "finish_reason": event.finish_reason,
+            }
         )
     raise TypeError(f"not a turn event: {event!r}")
 

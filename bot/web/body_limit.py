@@ -7,10 +7,6 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """ASGI middleware: a declared `Content-Length` over `max_bytes` is refused at once; a
     chunked body is counted as it arrives and refused when it passes the limit."""
@@ -34,36 +30,45 @@ class BodyLimit:
                     await self._refuse(send, 413, f"body larger than {self.max_bytes} bytes")
                     return
         seen = 0
-        started = False
+        started = refused = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    # Answer now and tell the app the client left: it stops reading, and
+                    # whatever it tries to send afterwards is dropped.
+                    refused = True
+                    if not started:
+                        await self._refuse(send, 413, f"body larger than {self.max_bytes} bytes")
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send, 413, f"body larger than {self.max_bytes} bytes")
+        await self.app(scope, counting_receive, guarded_send)
 
     @staticmethod
     async def _refuse(send: Send, status: int, message: str) -> None:
         body = json.dumps({"error": {"message": message}}).encode()
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode())],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

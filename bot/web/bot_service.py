@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from bot import chat as botchat
 from bot.chat import Chat
@@ -15,8 +15,8 @@ from bot.store import ConversationBusy, ConversationNotFound, MessageNotFound
 from bot.web.service import (
     BadInput,
     Busy,
-    Citations,
     CitationCard,
+    Citations,
     ConversationSummary,
     ConversationView,
     Done,
@@ -39,14 +39,25 @@ TrendingSource = Callable[[int], Awaitable[list[TrendItem]]]
 
 def card(number: int, post: Post) -> CitationCard:
     return CitationCard(
-        number=number, post_id=post.id, author=post.author, author_name=post.author_name,
-        created_at=post.created_at, text=post.text, url=safe_url(post.url), platform=post.platform,
+        number=number,
+        post_id=post.id,
+        author=post.author,
+        author_name=post.author_name,
+        created_at=post.created_at,
+        text=post.text,
+        url=safe_url(post.url),
+        platform=post.platform,
     )
 
 
 def _summary(info: ConversationInfo) -> ConversationSummary:
-    return ConversationSummary(id=info.id, title=info.title, persona=info.persona,
-                               created_at=info.created_at, updated_at=info.updated_at)
+    return ConversationSummary(
+        id=info.id,
+        title=info.title,
+        persona=info.persona,
+        created_at=info.created_at,
+        updated_at=info.updated_at,
+    )
 
 
 class BotChatService:
@@ -59,8 +70,10 @@ class BotChatService:
     # ---- personas, conversations ----
 
     async def personas(self) -> list[PersonaCard]:
-        return [PersonaCard(name=p.name, description=p.description)
-                for p in sorted(self.chat.personas.values(), key=lambda p: p.name)]
+        return [
+            PersonaCard(name=p.name, description=p.description)
+            for p in sorted(self.chat.personas.values(), key=lambda p: p.name)
+        ]
 
     def _check_persona(self, name: str | None) -> None:
         if name is not None and name not in self.chat.personas:
@@ -72,19 +85,20 @@ class BotChatService:
         self._check_persona(persona)
         info = await self.chat.new_conversation(owner, persona=persona)
         if title and title.strip():
-            info = await self.chat.store.rename(info.id, owner, title)
+            info = await self.chat.rename(info.id, owner, title)
         return _summary(info)
 
     async def list_conversations(self, owner: str) -> list[ConversationSummary]:
-        return [_summary(i) for i in await self.chat.store.list(owner)]
+        return [_summary(i) for i in await self.chat.conversations(owner)]
 
     async def conversation(self, owner: str, conversation_id: str) -> ConversationView:
         with _mapped():
             info = await self.chat.store.get(conversation_id, owner)
             msgs = await self.chat.store.messages(conversation_id)
             path = await self.chat.store.path(conversation_id)
-        return ConversationView(**_summary(info).model_dump(),
-                                messages=[_view(m, msgs) for m in path])
+        return ConversationView(
+            **_summary(info).model_dump(), messages=[_view(m, msgs) for m in path]
+        )
 
     async def update_conversation(
         self, owner: str, conversation_id: str, *, title: str | None, persona: str | None
@@ -94,7 +108,7 @@ class BotChatService:
             info = await self.chat.store.get(conversation_id, owner)
             if title is not None:
                 try:
-                    info = await self.chat.store.rename(conversation_id, owner, title)
+                    info = await self.chat.rename(conversation_id, owner, title)
                 except ValueError as e:
                     raise BadInput(str(e)) from e
             if persona is not None:
@@ -104,21 +118,16 @@ class BotChatService:
 
     async def delete_conversation(self, owner: str, conversation_id: str) -> None:
         with _mapped():
-            await self.chat.store.delete(conversation_id, owner)
+            await self.chat.delete(conversation_id, owner)
 
-    async def export(self, owner: str, conversation_id: str) -> dict[str, object]:
+    async def export(
+        self, owner: str, conversation_id: str, fmt: str = "json"
+    ) -> dict[str, object] | str:
         with _mapped():
-            info = await self.chat.store.get(conversation_id, owner)
-            msgs = await self.chat.store.messages(conversation_id)
-            path = await self.chat.store.path(conversation_id)
-        ordered = sorted(msgs.values(), key=lambda m: (m.created_at, m.id))
-        return {
-            "conversation": _summary(info).model_dump(mode="json"),
-            "selected": [m.id for m in path],
-            "messages": [
-                m.model_dump(mode="json", exclude={"sent"}, exclude_none=True) for m in ordered
-            ],
-        }
+            try:
+                return await self.chat.export(conversation_id, owner, fmt)
+            except ValueError as e:
+                raise BadInput(str(e)) from e
 
     # ---- turns ----
 
@@ -164,7 +173,7 @@ class BotChatService:
             await self.chat.feedback(conversation_id, owner, message_id, rating, note)
 
     async def answer(
-        self, persona: str | None, history: list[tuple[str, str]], question: str
+        self, persona: str | None, history: Sequence[tuple[str, str]], question: str
     ) -> AsyncIterator[TurnEvent]:
         # `Chat` answers inside a stored conversation, so a stateless request borrows a
         # throw-away one holding its history as plain messages, deleted afterwards.
@@ -202,7 +211,7 @@ class _mapped:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if exc is None:
             return False
         mapped = _map(exc)
@@ -249,12 +258,21 @@ def _cited(message: Message, msgs: dict[str, Message]) -> list[CitationCard]:
 
 
 def _view(m: Message, msgs: dict[str, Message]) -> MessageView:
-    siblings = sorted((s for s in msgs.values() if s.parent_id == m.parent_id),
-                      key=lambda s: (s.created_at, s.id))
+    siblings = sorted(
+        (s for s in msgs.values() if s.parent_id == m.parent_id), key=lambda s: (s.created_at, s.id)
+    )
     ids = [s.id for s in siblings]
     return MessageView(
-        id=m.id, parent_id=m.parent_id, role=m.role, content=m.content, created_at=m.created_at,
-        version=ids.index(m.id) + 1, versions=len(ids), sibling_ids=ids,
+        id=m.id,
+        parent_id=m.parent_id,
+        role=m.role,
+        content=m.content,
+        created_at=m.created_at,
+        version=ids.index(m.id) + 1,
+        versions=len(ids),
+        sibling_ids=ids,
         citations=_cited(m, msgs) if m.role == "assistant" else [],
-        suggestions=m.suggestions, edited=m.edited, persona=m.persona,
+        suggestions=m.suggestions,
+        edited=m.edited,
+        persona=m.persona,
     )

@@ -4,7 +4,6 @@ are history, system messages are ignored (the persona is the system prompt). Rep
 the cited posts in an extra `quipfeed_citations` field that OpenAI clients ignore.
 """
 
-
 import json
 import secrets
 import time
@@ -69,28 +68,42 @@ def add_openai_routes(
 ) -> None:
     Who = Annotated[Identity, Depends(identity)]
 
-    @app.get("/v1/models", response_model=ModelList, tags=["openai"],
-             summary="Personas, listed as OpenAI models.")
+    @app.get(
+        "/v1/models",
+        response_model=ModelList,
+        tags=["openai"],
+        summary="Personas, listed as OpenAI models.",
+    )
     async def models(who: Who) -> ModelList:
         return ModelList(data=[ModelCard(id=p.name) for p in await service.personas()])
 
-    @app.post("/v1/chat/completions", tags=["openai"],
-              responses={"200": {"content": {"text/event-stream": {}}}},
-              summary="OpenAI-compatible chat completion, answered by a persona.")
+    @app.post(
+        "/v1/chat/completions",
+        tags=["openai"],
+        responses={"200": {"content": {"text/event-stream": {}}}},
+        summary="OpenAI-compatible chat completion, answered by a persona.",
+    )
     async def completions(who: Who, body: ChatCompletionRequest) -> Any:
         wait = turns.allow(who.owner)
         if wait:
             raise Limited("too many questions; wait a moment", wait)
-        turns_ = [(m.role, m.content or "") for m in body.messages if m.role in ("user", "assistant")]
+        turns_ = [
+            (m.role, m.content or "") for m in body.messages if m.role in ("user", "assistant")
+        ]
         if not turns_ or turns_[-1][0] != "user" or not turns_[-1][1].strip():
             raise BadInput("the last message must be a non-empty user message")
         persona = _persona_of(body.model)
         known = {p.name for p in await service.personas()}
         if persona not in known:
             return JSONResponse(
-                {"error": {"message": f"model {body.model!r} does not exist; "
-                           f"use one of: {', '.join(sorted(known))}",
-                           "type": "invalid_request_error", "code": "model_not_found"}},
+                {
+                    "error": {
+                        "message": f"model {body.model!r} does not exist; "
+                        f"use one of: {', '.join(sorted(known))}",
+                        "type": "invalid_request_error",
+                        "code": "model_not_found",
+                    }
+                },
                 404,
             )
         events = service.answer(persona, turns_[:-1], turns_[-1][1])
@@ -100,7 +113,8 @@ def add_openai_routes(
             first = await anext(aiter(events), None)  # errors answer as HTTP errors, not a stream
             return StreamingResponse(
                 _sse(cid, created, body.model, first, events),
-                media_type="text/event-stream", headers={"Cache-Control": "no-store"},
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-store"},
             )
         text, citations, finish = [], [], "stop"
         async for event in events:
@@ -111,9 +125,17 @@ def add_openai_routes(
             elif isinstance(event, Done):
                 finish = event.finish_reason
         return {
-            "id": cid, "object": "chat.completion", "created": created, "model": body.model,
-            "choices": [{"index": 0, "finish_reason": finish,
-                         "message": {"role": "assistant", "content": "".join(text)}}],
+            "id": cid,
+            "object": "chat.completion",
+            "created": created,
+            "model": body.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": finish,
+                    "message": {"role": "assistant", "content": "".join(text)},
+                }
+            ],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
             "quipfeed_citations": citations,
         }
@@ -123,8 +145,14 @@ async def _sse(
     cid: str, created: int, model: str, first: TurnEvent | None, events: AsyncIterator[TurnEvent]
 ) -> AsyncIterator[str]:
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        body = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})

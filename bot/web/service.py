@@ -8,7 +8,7 @@ conversation raises `NotFound` (never "forbidden": ids of others' conversations 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -148,8 +148,11 @@ class ChatService(Protocol):
 
     async def delete_conversation(self, owner: str, conversation_id: str) -> None: ...
 
-    async def export(self, owner: str, conversation_id: str) -> dict[str, object]:
-        """The whole tree (every version of every message), JSON-ready."""
+    async def export(
+        self, owner: str, conversation_id: str, fmt: str = "json"
+    ) -> dict[str, object] | str:
+        """`json`: the whole tree (every version of every message) as a dict; `markdown`: the
+        selected line as text."""
         ...
 
     def send(
@@ -180,7 +183,7 @@ class ChatService(Protocol):
     ) -> None: ...
 
     def answer(
-        self, persona: str | None, history: list[tuple[str, str]], question: str
+        self, persona: str | None, history: Sequence[tuple[str, str]], question: str
     ) -> AsyncIterator[TurnEvent]:
         """A stateless turn (the OpenAI facade): `history` is (role, text) pairs, oldest first,
         role "user" or "assistant"; nothing is stored."""

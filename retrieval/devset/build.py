@@ -100,129 +100,313 @@ ARCH = r"arch ?linux|pacman|\baur\b|archlinux"
 
 QUERIES: list[QuerySpec] = [
     # --- events (CrisisLex): relevant = the event's tweets the crowd judged related --------
-    QuerySpec("event", "earthquake in Costa Rica", "crisis:2012_costa_rica_earthquake",
-              crisis("2012_costa_rica_earthquake")),
-    QuerySpec("topic-now", "is everyone ok after the quake?", "crisis:2012_costa_rica_earthquake",
-              crisis("2012_costa_rica_earthquake")),
-    QuerySpec("event", "terremoto emilia", "crisis:2012_italy_earthquakes",
-              crisis("2012_italy_earthquakes")),
-    QuerySpec("topic-now", "earthquake damage", "crisis:2012_italy_earthquakes",
-              crisis("2012_italy_earthquakes")),
-    QuerySpec("event", "floods in manila philippines", "crisis:2012_philipinnes_floods",
-              crisis("2012_philipinnes_floods")),
-    QuerySpec("topic-now", "flood warnings", "crisis:2012_philipinnes_floods",
-              crisis("2012_philipinnes_floods")),
+    QuerySpec(
+        "event",
+        "earthquake in Costa Rica",
+        "crisis:2012_costa_rica_earthquake",
+        crisis("2012_costa_rica_earthquake"),
+    ),
+    QuerySpec(
+        "topic-now",
+        "is everyone ok after the quake?",
+        "crisis:2012_costa_rica_earthquake",
+        crisis("2012_costa_rica_earthquake"),
+    ),
+    QuerySpec(
+        "event",
+        "terremoto emilia",
+        "crisis:2012_italy_earthquakes",
+        crisis("2012_italy_earthquakes"),
+    ),
+    QuerySpec(
+        "topic-now",
+        "earthquake damage",
+        "crisis:2012_italy_earthquakes",
+        crisis("2012_italy_earthquakes"),
+    ),
+    QuerySpec(
+        "event",
+        "floods in manila philippines",
+        "crisis:2012_philipinnes_floods",
+        crisis("2012_philipinnes_floods"),
+    ),
+    QuerySpec(
+        "topic-now",
+        "flood warnings",
+        "crisis:2012_philipinnes_floods",
+        crisis("2012_philipinnes_floods"),
+    ),
     QuerySpec("event", "typhoon pablo", "crisis:2012_typhoon_pablo", crisis("2012_typhoon_pablo")),
-    QuerySpec("event", "bopha mindanao damage", "crisis:2012_typhoon_pablo",
-              crisis("2012_typhoon_pablo")),
-    QuerySpec("info", "how to donate to typhoon victims", "crisis:2012_typhoon_pablo",
-              crisis("2012_typhoon_pablo", ["Donations and volunteering"])),
-    QuerySpec("event", "venezuela refinery explosion", "crisis:2012_venezuela_refinery",
-              crisis("2012_venezuela_refinery")),
-    QuerySpec("event", "amuay fire", "crisis:2012_venezuela_refinery",
-              crisis("2012_venezuela_refinery")),
-    QuerySpec("event", "hurricane sandy", "crisis:2012_sandy_hurricane",
-              crisis("2012_sandy_hurricane")),
-    QuerySpec("misspelled", "hurricane sandi power out nyc", "crisis:2012_sandy_hurricane",
-              crisis("2012_sandy_hurricane")),
-    QuerySpec("slang", "frankenstorm lol", "crisis:2012_sandy_hurricane",
-              crisis("2012_sandy_hurricane")),
-    QuerySpec("event", "alberta floods", "crisis:2013_alberta_floods",
-              crisis("2013_alberta_floods")),
+    QuerySpec(
+        "event", "bopha mindanao damage", "crisis:2012_typhoon_pablo", crisis("2012_typhoon_pablo")
+    ),
+    QuerySpec(
+        "info",
+        "how to donate to typhoon victims",
+        "crisis:2012_typhoon_pablo",
+        crisis("2012_typhoon_pablo", ["Donations and volunteering"]),
+    ),
+    QuerySpec(
+        "event",
+        "venezuela refinery explosion",
+        "crisis:2012_venezuela_refinery",
+        crisis("2012_venezuela_refinery"),
+    ),
+    QuerySpec(
+        "event", "amuay fire", "crisis:2012_venezuela_refinery", crisis("2012_venezuela_refinery")
+    ),
+    QuerySpec(
+        "event", "hurricane sandy", "crisis:2012_sandy_hurricane", crisis("2012_sandy_hurricane")
+    ),
+    QuerySpec(
+        "misspelled",
+        "hurricane sandi power out nyc",
+        "crisis:2012_sandy_hurricane",
+        crisis("2012_sandy_hurricane"),
+    ),
+    QuerySpec(
+        "slang", "frankenstorm lol", "crisis:2012_sandy_hurricane", crisis("2012_sandy_hurricane")
+    ),
+    QuerySpec(
+        "event", "alberta floods", "crisis:2013_alberta_floods", crisis("2013_alberta_floods")
+    ),
     QuerySpec("slang", "yyc flood", "crisis:2013_alberta_floods", crisis("2013_alberta_floods")),
-    QuerySpec("info", "how can I help the flood victims", "crisis:2013_alberta_floods",
-              crisis("2013_alberta_floods", ["Donations and volunteering"])),
-    QuerySpec("event", "boston marathon explosions", "crisis:2013_boston_bombings",
-              crisis("2013_boston_bombings")),
-    QuerySpec("slang", "wtf happened at the marathon", "crisis:2013_boston_bombings",
-              crisis("2013_boston_bombings")),
-    QuerySpec("topic-now", "what are people saying about the explosion",
-              "crisis:2013_boston_bombings", crisis("2013_boston_bombings")),
-    QuerySpec("event", "nightclub fire in brazil", "crisis:2013_brazil_nightclub_fire",
-              crisis("2013_brazil_nightclub_fire")),
-    QuerySpec("event", "incendio boate kiss santa maria", "crisis:2013_brazil_nightclub_fire",
-              crisis("2013_brazil_nightclub_fire")),
-    QuerySpec("topic-now", "fire death toll", "crisis:2013_brazil_nightclub_fire",
-              crisis("2013_brazil_nightclub_fire")),
-    QuerySpec("event", "helicopter crashed into a pub in glasgow",
-              "crisis:2013_glasgow_helicopter_crash", crisis("2013_glasgow_helicopter_crash")),
-    QuerySpec("event", "clutha bar", "crisis:2013_glasgow_helicopter_crash",
-              crisis("2013_glasgow_helicopter_crash")),
-    QuerySpec("event", "meteor in russia", "crisis:2013_russia_meteor",
-              crisis("2013_russia_meteor")),
-    QuerySpec("misspelled", "chelyabinsk meteorit video", "crisis:2013_russia_meteor",
-              crisis("2013_russia_meteor")),
-    QuerySpec("topic-now", "fireball in the sky", "crisis:2013_russia_meteor",
-              crisis("2013_russia_meteor")),
-    QuerySpec("event", "building collapse in bangladesh", "crisis:2013_savar_building_collapse",
-              crisis("2013_savar_building_collapse")),
-    QuerySpec("event", "rana plaza garment factory", "crisis:2013_savar_building_collapse",
-              crisis("2013_savar_building_collapse")),
-    QuerySpec("info", "people trapped injured or killed", "crisis:2013_savar_building_collapse",
-              crisis("2013_savar_building_collapse", ["Affected individuals"])),
-    QuerySpec("event", "train crash in spain", "crisis:2013_spain_train_crash",
-              crisis("2013_spain_train_crash")),
-    QuerySpec("event", "santiago de compostela derailment", "crisis:2013_spain_train_crash",
-              crisis("2013_spain_train_crash")),
-    QuerySpec("info", "prayers and condolences", "crisis:2013_spain_train_crash",
-              crisis("2013_spain_train_crash", ["Sympathy and support"])),
-    QuerySpec("event", "colorado wildfire", "crisis:2012_colorado_wildfires",
-              crisis("2012_colorado_wildfires")),
-    QuerySpec("event", "waldo canyon fire evacuation", "crisis:2012_colorado_wildfires",
-              crisis("2012_colorado_wildfires")),
-    QuerySpec("info", "road closures and evacuation advice", "crisis:2012_colorado_wildfires",
-              crisis("2012_colorado_wildfires", ["Caution and advice"])),
+    QuerySpec(
+        "info",
+        "how can I help the flood victims",
+        "crisis:2013_alberta_floods",
+        crisis("2013_alberta_floods", ["Donations and volunteering"]),
+    ),
+    QuerySpec(
+        "event",
+        "boston marathon explosions",
+        "crisis:2013_boston_bombings",
+        crisis("2013_boston_bombings"),
+    ),
+    QuerySpec(
+        "slang",
+        "wtf happened at the marathon",
+        "crisis:2013_boston_bombings",
+        crisis("2013_boston_bombings"),
+    ),
+    QuerySpec(
+        "topic-now",
+        "what are people saying about the explosion",
+        "crisis:2013_boston_bombings",
+        crisis("2013_boston_bombings"),
+    ),
+    QuerySpec(
+        "event",
+        "nightclub fire in brazil",
+        "crisis:2013_brazil_nightclub_fire",
+        crisis("2013_brazil_nightclub_fire"),
+    ),
+    QuerySpec(
+        "event",
+        "incendio boate kiss santa maria",
+        "crisis:2013_brazil_nightclub_fire",
+        crisis("2013_brazil_nightclub_fire"),
+    ),
+    QuerySpec(
+        "topic-now",
+        "fire death toll",
+        "crisis:2013_brazil_nightclub_fire",
+        crisis("2013_brazil_nightclub_fire"),
+    ),
+    QuerySpec(
+        "event",
+        "helicopter crashed into a pub in glasgow",
+        "crisis:2013_glasgow_helicopter_crash",
+        crisis("2013_glasgow_helicopter_crash"),
+    ),
+    QuerySpec(
+        "event",
+        "clutha bar",
+        "crisis:2013_glasgow_helicopter_crash",
+        crisis("2013_glasgow_helicopter_crash"),
+    ),
+    QuerySpec(
+        "event", "meteor in russia", "crisis:2013_russia_meteor", crisis("2013_russia_meteor")
+    ),
+    QuerySpec(
+        "misspelled",
+        "chelyabinsk meteorit video",
+        "crisis:2013_russia_meteor",
+        crisis("2013_russia_meteor"),
+    ),
+    QuerySpec(
+        "topic-now",
+        "fireball in the sky",
+        "crisis:2013_russia_meteor",
+        crisis("2013_russia_meteor"),
+    ),
+    QuerySpec(
+        "event",
+        "building collapse in bangladesh",
+        "crisis:2013_savar_building_collapse",
+        crisis("2013_savar_building_collapse"),
+    ),
+    QuerySpec(
+        "event",
+        "rana plaza garment factory",
+        "crisis:2013_savar_building_collapse",
+        crisis("2013_savar_building_collapse"),
+    ),
+    QuerySpec(
+        "info",
+        "people trapped injured or killed",
+        "crisis:2013_savar_building_collapse",
+        crisis("2013_savar_building_collapse", ["Affected individuals"]),
+    ),
+    QuerySpec(
+        "event",
+        "train crash in spain",
+        "crisis:2013_spain_train_crash",
+        crisis("2013_spain_train_crash"),
+    ),
+    QuerySpec(
+        "event",
+        "santiago de compostela derailment",
+        "crisis:2013_spain_train_crash",
+        crisis("2013_spain_train_crash"),
+    ),
+    QuerySpec(
+        "info",
+        "prayers and condolences",
+        "crisis:2013_spain_train_crash",
+        crisis("2013_spain_train_crash", ["Sympathy and support"]),
+    ),
+    QuerySpec(
+        "event",
+        "colorado wildfire",
+        "crisis:2012_colorado_wildfires",
+        crisis("2012_colorado_wildfires"),
+    ),
+    QuerySpec(
+        "event",
+        "waldo canyon fire evacuation",
+        "crisis:2012_colorado_wildfires",
+        crisis("2012_colorado_wildfires"),
+    ),
+    QuerySpec(
+        "info",
+        "road closures and evacuation advice",
+        "crisis:2012_colorado_wildfires",
+        crisis("2012_colorado_wildfires", ["Caution and advice"]),
+    ),
     # --- Bluesky, May 2024: relevant = keyword rule (checked by reading) within a window -----
     QuerySpec("topic-now", "alito flag", "2024-05-23T20:00:00Z", words(ALITO, BS), 3),
-    QuerySpec("what-are-people-saying", "what are people saying about the supreme court",
-              "2024-05-23T20:00:00Z", words(SCOTUS, BS), 3),
-    QuerySpec("topic-now", "justice flying an upside down flag", "2024-05-23T20:00:00Z",
-              words(ALITO, BS), 3),
+    QuerySpec(
+        "what-are-people-saying",
+        "what are people saying about the supreme court",
+        "2024-05-23T20:00:00Z",
+        words(SCOTUS, BS),
+        3,
+    ),
+    QuerySpec(
+        "topic-now",
+        "justice flying an upside down flag",
+        "2024-05-23T20:00:00Z",
+        words(ALITO, BS),
+        3,
+    ),
     QuerySpec("person-news", "steve albini", "2024-05-08T23:59:00Z", words(ALBINI, BS), 3),
-    QuerySpec("topic-now", "RIP to the guy who recorded nirvana", "2024-05-08T23:59:00Z",
-              words(ALBINI, BS), 3),
+    QuerySpec(
+        "topic-now",
+        "RIP to the guy who recorded nirvana",
+        "2024-05-08T23:59:00Z",
+        words(ALBINI, BS),
+        3,
+    ),
     QuerySpec("topic-now", "rfk brain worm", "2024-05-08T23:59:00Z", words(WORM, BS), 3),
-    QuerySpec("slang", "the worm ate his brain lmao", "2024-05-08T23:59:00Z",
-              words(WORM, BS), 3),
-    QuerySpec("event", "enchentes no rio grande do sul", "2024-05-08T23:59:00Z",
-              words(RIO, BS), 7),
+    QuerySpec("slang", "the worm ate his brain lmao", "2024-05-08T23:59:00Z", words(WORM, BS), 3),
+    QuerySpec("event", "enchentes no rio grande do sul", "2024-05-08T23:59:00Z", words(RIO, BS), 7),
     QuerySpec("event", "floods in southern brazil", "2024-05-08T23:59:00Z", words(RIO, BS), 7),
     QuerySpec("topic-now", "drake kendrick beef", "2024-05-06T23:59:00Z", words(DRAKE, BS), 5),
-    QuerySpec("slang", "not like us diss track goes hard", "2024-05-06T23:59:00Z",
-              words(DRAKE, BS), 5),
-    QuerySpec("topic-now", "campus protests and encampments", "2024-05-03T23:59:00Z",
-              words(CAMPUS, BS), 3),
-    QuerySpec("what-are-people-saying", "what are people saying about cops arresting students",
-              "2024-05-03T23:59:00Z", words(CAMPUS, BS), 3),
+    QuerySpec(
+        "slang", "not like us diss track goes hard", "2024-05-06T23:59:00Z", words(DRAKE, BS), 5
+    ),
+    QuerySpec(
+        "topic-now", "campus protests and encampments", "2024-05-03T23:59:00Z", words(CAMPUS, BS), 3
+    ),
+    QuerySpec(
+        "what-are-people-saying",
+        "what are people saying about cops arresting students",
+        "2024-05-03T23:59:00Z",
+        words(CAMPUS, BS),
+        3,
+    ),
     QuerySpec("topic-now", "gaza rafah", "2024-05-08T23:59:00Z", words(GAZA, BS), 3),
-    QuerySpec("what-are-people-saying", "what are people saying about biden",
-              "2024-05-23T20:00:00Z", words(BIDEN, BS), 3),
+    QuerySpec(
+        "what-are-people-saying",
+        "what are people saying about biden",
+        "2024-05-23T20:00:00Z",
+        words(BIDEN, BS),
+        3,
+    ),
     QuerySpec("topic-now", "AI slop", "2024-05-23T20:00:00Z", words(AI, BS), 3),
     QuerySpec("topic-now", "cat pics", "2024-05-23T20:00:00Z", words(CATS, BS), 3),
     QuerySpec("event", "met gala looks", "2024-05-07T23:59:00Z", words(METGALA, BS), 3),
-    QuerySpec("event", "trump hush money trial stormy daniels", "2024-05-08T23:59:00Z",
-              words(TRIAL, BS), 3),
+    QuerySpec(
+        "event",
+        "trump hush money trial stormy daniels",
+        "2024-05-08T23:59:00Z",
+        words(TRIAL, BS),
+        3,
+    ),
     # --- a person's recent posts: relevant = that account's posts in the window -----------
-    QuerySpec("person", "what has Kevin Kruse been posting", "2024-05-23T23:59:00Z",
-              author("kevinmkruse.bsky.social"), 3),
-    QuerySpec("person", "latest from popehat", "2024-05-23T23:59:00Z",
-              author("kenwhite.bsky.social"), 3),
+    QuerySpec(
+        "person",
+        "what has Kevin Kruse been posting",
+        "2024-05-23T23:59:00Z",
+        author("kevinmkruse.bsky.social"),
+        3,
+    ),
+    QuerySpec(
+        "person", "latest from popehat", "2024-05-23T23:59:00Z", author("kenwhite.bsky.social"), 3
+    ),
     QuerySpec("person", "john scalzi", "2024-05-08T23:59:00Z", author("scalzi.com"), 3),
-    QuerySpec("person", "what is marisa kabas posting", "2024-05-23T23:59:00Z",
-              author("marisakabas.bsky.social"), 3),
-    QuerySpec("person", "what is lula saying", "2024-05-08T23:59:00Z",
-              author("lulaoficial.bsky.social"), 7),
-    QuerySpec("person", "schochastics toots", "2025-07-31T23:59:00Z",
-              author("schochastics@fosstodon.org"), 365),
-    QuerySpec("person", "chainsawriot", "2022-12-31T23:59:00Z",
-              author("chainsawriot@social.tchncs.de"), 60),
+    QuerySpec(
+        "person",
+        "what is marisa kabas posting",
+        "2024-05-23T23:59:00Z",
+        author("marisakabas.bsky.social"),
+        3,
+    ),
+    QuerySpec(
+        "person",
+        "what is lula saying",
+        "2024-05-08T23:59:00Z",
+        author("lulaoficial.bsky.social"),
+        7,
+    ),
+    QuerySpec(
+        "person",
+        "schochastics toots",
+        "2025-07-31T23:59:00Z",
+        author("schochastics@fosstodon.org"),
+        365,
+    ),
+    QuerySpec(
+        "person",
+        "chainsawriot",
+        "2022-12-31T23:59:00Z",
+        author("chainsawriot@social.tchncs.de"),
+        60,
+    ),
     # --- Mastodon -------------------------------------------------------------------------
     QuerySpec("topic-now", "rstats packages", "2024-10-31T23:59:00Z", words(RSTATS, MA), 365),
-    QuerySpec("what-are-people-saying", "leaving twitter for mastodon",
-              "2022-11-30T23:59:00Z", words(TWITTER_MOVE, MA), 30),
+    QuerySpec(
+        "what-are-people-saying",
+        "leaving twitter for mastodon",
+        "2022-11-30T23:59:00Z",
+        words(TWITTER_MOVE, MA),
+        30,
+    ),
     QuerySpec("topic-now", "emacs config", "2022-12-31T23:59:00Z", words(EMACS, MA), 60),
-    QuerySpec("topic-now", "arch linux package updates", "2022-11-30T23:59:00Z",
-              words(ARCH, MA), 30),
+    QuerySpec(
+        "topic-now", "arch linux package updates", "2022-11-30T23:59:00Z", words(ARCH, MA), 30
+    ),
 ]
 
 
@@ -266,7 +450,9 @@ def select_posts(data: Path) -> list[dict[str, Any]]:
         t26 = [r for r in rows if "informativeness" in r["labels"]]
         chosen: list[dict[str, Any]] = []
         if t26:
-            informative = [r for r in t26 if r["labels"]["informativeness"] == "Related and informative"]
+            informative = [
+                r for r in t26 if r["labels"]["informativeness"] == "Related and informative"
+            ]
             # Round-robin over information types keeps small types (donations, advice) in.
             by_type: dict[str, list[dict[str, Any]]] = {}
             for r in informative:
@@ -279,7 +465,9 @@ def select_posts(data: Path) -> list[dict[str, Any]]:
                     if by_type[key] and len(picked) < CRISIS_PER_EVENT[0]:
                         picked.append(by_type[key].pop())
             chosen += picked
-            other = [r for r in t26 if r["labels"]["informativeness"] == "Related - but not informative"]
+            other = [
+                r for r in t26 if r["labels"]["informativeness"] == "Related - but not informative"
+            ]
             chosen += rng.sample(other, min(CRISIS_PER_EVENT[1], len(other)))
             unrelated = [r for r in t26 if r["labels"]["informativeness"] == "Not related"]
             chosen += rng.sample(unrelated, min(CRISIS_PER_EVENT[2], len(unrelated)))
@@ -292,14 +480,22 @@ def select_posts(data: Path) -> list[dict[str, Any]]:
 
     # Bluesky: every post some query's rule is about, the named accounts, then a random fill.
     rules = [q.rule for q in QUERIES]
-    wanted = [r for r in bluesky if r["text"].strip() and any(rule(dict(r, source="bluesky")) for rule in rules)]
+    wanted = [
+        r
+        for r in bluesky
+        if r["text"].strip() and any(rule(dict(r, source="bluesky")) for rule in rules)
+    ]
     wanted_ids = {r["id"] for r in wanted}
     rest = [r for r in bluesky if r["id"] not in wanted_ids and r["text"].strip()]
     fill = rng.sample(rest, max(0, BLUESKY_TARGET - len(wanted)))
     for r in sorted(wanted + fill, key=lambda r: r["created_at"]):
         posts.append(
-            _post(r, source="bluesky_most_liked", author_id=r.get("author_did"),
-                  hashtags=_tags(r["text"]))
+            _post(
+                r,
+                source="bluesky_most_liked",
+                author_id=r.get("author_did"),
+                hashtags=_tags(r["text"]),
+            )
         )
 
     # Mastodon: all of it (it is small); the acct is the stable author id there.

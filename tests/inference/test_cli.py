@@ -82,6 +82,7 @@ def test_bench_inference_prints_json_figures(app: typer.Typer, tiny_model_path: 
     assert local["in_process"][0]["concurrency"] == 2 and local["in_process"][0]["tokens_per_s"] > 0
     assert {"tokens_per_s_pct", "ttft_ms"} <= set(local["overhead"][0])
     assert len(local["prefix_reuse"]["layout_shared_prefix_ratio"]) == 1
+    assert local["client_cost"]["ours_us_per_chunk"] > 0
     assert "sglang" not in report
 
 

@@ -240,3 +240,21 @@ async def test_prefix_cache_reuses_turn_one_and_keeps_greedy_output_identical(
         assert cached.prefix_cache is not None and cached.prefix_cache.hits >= 2
     finally:
         await cached.aclose()
+
+
+@pytest.mark.parametrize("kind", ["mixtral", "olmoe", "granitemoe", "llama"])
+async def test_other_moe_and_dense_architectures_stream_and_batch(
+    kind: str, tmp_path: Path
+) -> None:
+    from inference.tiny_model import build_tiny_model
+
+    engine = LocalEngine.load(build_tiny_model(tmp_path / kind, kind), device="cpu")
+    try:
+        questions = ["storm", "football match tonight " * 3, "vote"]
+        together = await asyncio.gather(*(engine.generate(_msgs(q), GREEDY) for q in questions))
+        solo = [await engine.generate(_msgs(q), GREEDY) for q in questions]
+        assert [c.text for c in together] == [c.text for c in solo]
+        assert all(c.usage.completion_tokens > 0 for c in together)
+        assert engine.stats.max_batch_rows > 1
+    finally:
+        await engine.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -232,3 +233,20 @@ async def test_request_carries_sglang_extensions() -> None:
     sent = fake.requests[0]
     assert sent["regex"] == "(yes|no)" and sent["stop"] == ["\n"] and sent["seed"] == 5
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+
+
+async def test_open_engine_picks_the_engine_the_settings_ask_for(
+    tiny_server_url: str, tiny_model_path: Path
+) -> None:
+    from inference.engine import open_engine
+    from inference.local import LocalEngine
+    from quipfeed.settings import ModelSettings
+
+    remote = await open_engine(ModelSettings(url=tiny_server_url))
+    assert isinstance(remote, OpenAIEngine) and remote.model_name == "tiny-moe"
+    await remote.aclose()
+    local = await open_engine(ModelSettings(path=str(tiny_model_path), name="mine"))
+    assert isinstance(local, LocalEngine) and local.model_name == "mine"
+    await local.aclose()
+    with pytest.raises(InvalidRequest, match=r"model\.url"):
+        await open_engine(ModelSettings())

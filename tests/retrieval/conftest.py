@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
 import pytest
 
 from retrieval.edge_store import EdgeStore

@@ -66,20 +66,26 @@ def test_evaluate_scores_a_tiny_set_with_known_answers(tmp_path: Path, embedder:
     ]
     posts_file = tmp_path / "posts.jsonl"
     posts_file.write_text("".join(p.to_jsonl() + "\n" for p in posts), encoding="utf-8")
-    queries_file = write_jsonl(tmp_path / "queries.jsonl", [
-        # At hour 10 the second earthquake has not happened: only the first is findable.
-        {"query": "earthquake", "relevant": ["quake-old"], "now": "2024-05-01T22:00:00Z",
-         "extra": "ignored"},
-        {"query": "cat videos", "relevant": ["cats"]},
-        {"query": "flooding river", "relevant": ["flood"], "now": "2024-05-03T12:00:00Z"},
-    ])
+    queries_file = write_jsonl(
+        tmp_path / "queries.jsonl",
+        [
+            # At hour 10 the second earthquake has not happened: only the first is findable.
+            {
+                "query": "earthquake",
+                "relevant": ["quake-old"],
+                "now": "2024-05-01T22:00:00Z",
+                "extra": "ignored",
+            },
+            {"query": "cat videos", "relevant": ["cats"]},
+            {"query": "flooding river", "relevant": ["flood"], "now": "2024-05-03T12:00:00Z"},
+        ],
+    )
     result = evaluate(posts_file, queries_file, embedder, tmp_path / "work")
     assert result["queries"] == 3
     assert set(result["ablation"]) == {"dense", "sparse", "hybrid", "hybrid+decay"}
     assert result["ablation"]["dense"] == {"recall@10": 1.0, "ndcg@10": 1.0, "mrr": 1.0}
-    # "cat videos" has no keyword in common with "My cat knocked..." after BM25 stemming? It
-    # does ("cat"), so sparse is perfect too; what sparse cannot do is rank a post it has no
-    # term for, which this set does not ask.
+    # "cat videos" runs at today's date, years after every post: recency must not erase
+    # relevance (all decay factors are at their floor), so the cat post still comes first.
     assert result["recall@10"] == 1.0 and result["mrr"] == 1.0
     assert not any((tmp_path / "work").iterdir()), "the evaluation shard is removed afterwards"
 

@@ -14,10 +14,14 @@ from tests.retrieval.builders import T0, add, make_post
 
 @pytest.fixture
 def searcher(store: EdgeStore, embedder: Embedder) -> Searcher:
-    add(store, embedder, [
-        make_post("a", "the marathon was stopped after two explosions", hours=0),
-        make_post("b", "the marathon finish line reopened", hours=100),
-    ])
+    add(
+        store,
+        embedder,
+        [
+            make_post("a", "the marathon was stopped after two explosions", hours=0),
+            make_post("b", "the marathon finish line reopened", hours=100),
+        ],
+    )
     return Searcher(store, embedder)
 
 
@@ -54,7 +58,9 @@ def test_search_honours_as_of_and_since(searcher: Searcher) -> None:
     as_of = T0 + timedelta(hours=1)
     assert [h.post.id for h in searcher.search("marathon", as_of=as_of)] == ["a"]
     late = T0 + timedelta(hours=101)
-    assert [h.post.id for h in searcher.search("marathon", as_of=late, since=timedelta(hours=2))] == ["b"]
+    assert [
+        h.post.id for h in searcher.search("marathon", as_of=late, since=timedelta(hours=2))
+    ] == ["b"]
 
 
 def test_naive_as_of_is_read_as_utc(searcher: Searcher) -> None:

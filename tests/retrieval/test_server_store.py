@@ -37,8 +37,14 @@ TEXTS = [
 @pytest.fixture
 def both(tmp_path: Path, embedder: Embedder) -> Iterator[tuple[EdgeStore, ServerStore]]:
     posts = [
-        make_post(f"p{i}", t, hours=i * 3, author=f"user{i % 3}.bsky.social",
-                  source="jetstream" if i % 2 else "mastodon", hashtags=["flood"] if i % 4 == 0 else [])
+        make_post(
+            f"p{i}",
+            t,
+            hours=i * 3,
+            author=f"user{i % 3}.bsky.social",
+            source="jetstream" if i % 2 else "mastodon",
+            hashtags=["flood"] if i % 4 == 0 else [],
+        )
         for i, t in enumerate(TEXTS)
     ]
     vectors = embedder.embed(TEXTS).tolist()
@@ -55,15 +61,22 @@ def both(tmp_path: Path, embedder: Embedder) -> Iterator[tuple[EdgeStore, Server
 @pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
 @pytest.mark.parametrize("half_life", [None, timedelta(hours=6)])
 def test_both_backends_return_the_same_posts_in_the_same_order(
-    both: tuple[EdgeStore, ServerStore], embedder: Embedder, fusion: Fusion, mode: Mode,
+    both: tuple[EdgeStore, ServerStore],
+    embedder: Embedder,
+    fusion: Fusion,
+    mode: Mode,
     half_life: timedelta | None,
 ) -> None:
     edge, server = both
     edge.fusion = server.fusion = fusion
     for text in ["flood river bridge", "power outage", "where can I help"]:
         request = StoreQuery(
-            text=text, dense=embedder.embed([text])[0].tolist(), mode=mode, limit=5,
-            as_of=T0 + timedelta(hours=30), half_life=half_life,
+            text=text,
+            dense=embedder.embed([text])[0].tolist(),
+            mode=mode,
+            limit=5,
+            as_of=T0 + timedelta(hours=30),
+            half_life=half_life,
         )
         a, b = edge.query(request), server.query(request)
         assert [h.post.id for h in a] == [h.post.id for h in b]
@@ -74,8 +87,12 @@ def test_both_backends_filter_and_summarise_alike(
     both: tuple[EdgeStore, ServerStore], embedder: Embedder
 ) -> None:
     edge, server = both
-    request = StoreQuery(text="flood", dense=embedder.embed(["flood"])[0].tolist(),
-                         authors=["user0.bsky.social"], hashtags=["flood"])
+    request = StoreQuery(
+        text="flood",
+        dense=embedder.embed(["flood"])[0].tolist(),
+        authors=["user0.bsky.social"],
+        hashtags=["flood"],
+    )
     assert [h.post.id for h in edge.query(request)] == [h.post.id for h in server.query(request)]
     assert edge.summary() == server.summary()
 

@@ -49,8 +49,9 @@ def _tiny_engine() -> LocalEngine:
     root = Path(tempfile.mkdtemp(prefix="quipfeed-web-tiny-"))
     atexit.register(shutil.rmtree, root, True)
     # A persona's system prompt is longer than the default 1024-token window in this tokenizer.
-    engine = LocalEngine.load(build_tiny_moe(root / "tiny", context_window=8192), device="cpu",
-                              max_batch_size=16)
+    engine = LocalEngine.load(
+        build_tiny_moe(root / "tiny", context_window=8192), device="cpu", max_batch_size=16
+    )
     atexit.register(engine.close)
     return engine
 
@@ -109,8 +110,8 @@ class LiveServer:
             )
             self._server.config.setup_event_loop = lambda: None
             serving = asyncio.create_task(self._server.serve())
-            while not self._server.started and not serving.done():
-                await asyncio.sleep(0.01)
+            while not self._server.started and not serving.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # uvicorn offers no "started" event to wait on
             self._ready.set()
             await serving
 
@@ -133,8 +134,9 @@ class LiveServer:
         self._thread.join(15)
 
 
-def make_app_factory(redis_url: str, store: Any, embedder: Any, engine: Any,
-                     **options: Any) -> Callable[[], Awaitable[Any]]:
+def make_app_factory(
+    redis_url: str, store: Any, embedder: Any, engine: Any, **options: Any
+) -> Callable[[], Awaitable[Any]]:
     async def make() -> Any:
         import redis.asyncio as aioredis
 
@@ -148,14 +150,19 @@ def make_app_factory(redis_url: str, store: Any, embedder: Any, engine: Any,
         from retrieval.search import Searcher
 
         chat = Chat(
-            aioredis.from_url(redis_url), engine, LocalSearch(Searcher(store, embedder)),
+            aioredis.from_url(redis_url),
+            engine,
+            LocalSearch(Searcher(store, embedder)),
             load_personas(),
             ChatConfig(max_reply_tokens=24, limits=Limits(messages_per_minute=0, tokens_per_day=0)),
         )
-        opts: dict[str, Any] = {"session_secret": SECRET, "turns_per_minute_session": 600,
-                                "requests_per_minute_session": 6000,
-                                "requests_per_minute_ip": 60000,
-                                "concurrent_turns_per_owner": 4}
+        opts: dict[str, Any] = {
+            "session_secret": SECRET,
+            "turns_per_minute_session": 600,
+            "requests_per_minute_session": 6000,
+            "requests_per_minute_ip": 60000,
+            "concurrent_turns_per_owner": 4,
+        }
         opts.update(options)
         return create_app(BotChatService(chat), WebOptions(**opts))
 
@@ -180,6 +187,115 @@ def session_token(live: LiveServer) -> str:
 @pytest.fixture
 def client(live: LiveServer, session_token: str) -> Iterator[httpx.Client]:
     """An HTTP client holding a fresh anonymous session."""
-    with httpx.Client(base_url=live.url, timeout=60,
-                      headers={"Authorization": f"Bearer {session_token}"}) as c:
+    with httpx.Client(
+        base_url=live.url, timeout=60, headers={"Authorization": f"Bearer {session_token}"}
+    ) as c:
         yield c
+
+
+# The scripted reply: hostile HTML and a javascript: link from "the model", citing two posts.
+HOSTILE_REPLY = (
+    'Launch news <img src=x onerror="window.__pwned=6"> is in [1] and [2]. '
+    "<script>window.__pwned=7</script> See [this](javascript:window.__pwned=8) **bold** "
+    '<a href="javascript:window.__pwned=9" onclick="window.__pwned=10">x</a> end.'
+)
+
+
+@pytest.fixture(scope="session")
+def scripted_live(web_redis_url: str, web_store, minilm) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+    """The app answering with `ScriptedEngine` (a known, hostile reply, a word every 30 ms):
+    for the XSS test and for stopping and resuming a turn mid-stream. Everything else is real."""
+    from tests.bot.scripted_engine import ScriptedEngine
+
+    engine = ScriptedEngine([HOSTILE_REPLY], delay=0.03)
+    server = LiveServer(make_app_factory(web_redis_url, web_store, minilm, engine)).start()
+    yield server
+    server.stop()
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[dict[str, str]]:
+    """Parse an SSE line stream into {id, event, data} dicts (comments and pings skipped)."""
+    event: dict[str, str] = {}
+    for raw in lines:
+        line = raw.rstrip("\r")
+        if not line:
+            if "event" in event or "data" in event:
+                yield event
+            event = {}
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "data" and "data" in event:
+            event["data"] += "\n" + value
+        else:
+            event[field] = value
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "browser: drives Debian's Chromium through Playwright")
+
+
+class DroppingProxy:
+    """A TCP proxy on 127.0.0.1 in front of a server; `drop(pause)` cuts every open connection
+    (as a network drop would, mid-stream) and refuses new ones for `pause` seconds."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._refuse_until = 0.0
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import time
+
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if time.monotonic() < self._refuse_until:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def drop(self, pause: float = 0.0) -> None:
+        import time
+
+        self._refuse_until = time.monotonic() + pause
+        with self._lock:
+            conns, self._open = self._open, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self.drop()
+        self.listener.close()

@@ -19,6 +19,21 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+function chatIcon() {
+  // Drawn, not an emoji: emoji fonts are missing on many systems.
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("width", "26");
+  svg.setAttribute("height", "26");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("fill", "currentColor");
+  path.setAttribute("d", "M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2zm3 6.5a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01z");
+  svg.append(path);
+  return svg;
+}
+
 function relTime(iso) {
   const t = Date.parse(iso);
   if (!t) return "";
@@ -67,7 +82,7 @@ class Widget {
     this.launcher = h("button", {
       class: "launcher", type: "button", "aria-label": "Open " + this.cfg.title + " chat",
       "aria-expanded": "false", "aria-controls": "qf-panel", onclick: () => this.toggle(),
-    }, "💬");
+    }, chatIcon());
     this.panel = h("section", {
       class: "panel", id: "qf-panel", role: "dialog", "aria-label": this.cfg.title + " chat", hidden: true,
       onkeydown: (e) => { if (e.key === "Escape") { this.toggle(false); } },
@@ -87,9 +102,9 @@ class Widget {
       h("button", { class: "icon", type: "button", "aria-label": "Conversations", title: "Conversations",
         onclick: () => this.showDrawer("conversations") }, "☰"),
       h("button", { class: "icon", type: "button", "aria-label": "Trending now", title: "Trending now",
-        onclick: () => this.showDrawer("trending") }, "🔥"),
+        onclick: () => this.showDrawer("trending") }, "★"),
       h("button", { class: "icon", type: "button", "aria-label": "New conversation", title: "New conversation",
-        onclick: () => this.newConversation() }, "＋"),
+        onclick: () => this.newConversation() }, "+"),
       h("button", { class: "icon", type: "button", "aria-label": "Close chat", title: "Close",
         onclick: () => this.toggle(false) }, "✕"));
     this.drawer = h("div", { class: "drawer", hidden: true });
@@ -307,7 +322,7 @@ class Widget {
           h("button", { class: "open", type: "button", "aria-current": current ? "true" : "false", text: c.title,
             onclick: async () => { this.state.drawer = null; this.renderDrawer(); await this.openConversation(c.id); } }),
           h("button", { class: "tool", type: "button", "aria-label": "Rename " + c.title, onclick: () => this.rename(c) }, "✎"),
-          h("button", { class: "tool", type: "button", "aria-label": "Delete " + c.title, onclick: () => this.remove(c) }, "🗑")));
+          h("button", { class: "tool", type: "button", "aria-label": "Delete " + c.title, onclick: () => this.remove(c) }, "✕")));
       }
     } else if (this.state.drawer === "trending") {
       d.append(h("h3", { text: "Trending now" }));
@@ -386,11 +401,11 @@ class Widget {
           onclick: () => this.selectVersion(m, +1) }, "▶"));
     }
     tools.append(h("button", { class: "tool", type: "button", "aria-label": "Edit", onclick: () => { this.state.editing = m.id; this.render(); } }, "✎ Edit"));
-    tools.append(h("button", { class: "tool", type: "button", "aria-label": "Copy", onclick: (e) => this.copy(m.content, e.currentTarget) }, "⧉ Copy"));
+    tools.append(h("button", { class: "tool", type: "button", "aria-label": "Copy", onclick: (e) => this.copy(m.content, e.currentTarget) }, "Copy"));
     if (m.role === "assistant") {
       tools.append(h("button", { class: "tool", type: "button", "aria-label": "Regenerate", onclick: () => this.regenerate(m) }, "↻ Regenerate"));
-      const up = h("button", { class: "tool", type: "button", "aria-label": "Good answer", "aria-pressed": "false" }, "👍");
-      const down = h("button", { class: "tool", type: "button", "aria-label": "Bad answer", "aria-pressed": "false" }, "👎");
+      const up = h("button", { class: "tool", type: "button", "aria-label": "Good answer", "aria-pressed": "false" }, "▲");
+      const down = h("button", { class: "tool", type: "button", "aria-label": "Bad answer", "aria-pressed": "false" }, "▼");
       up.addEventListener("click", () => this.feedback(m, "up", up));
       down.addEventListener("click", () => this.feedback(m, "down", down));
       tools.append(up, down);
@@ -419,7 +434,7 @@ class Widget {
     } catch (e) {
       button.textContent = "Copy failed";
     }
-    setTimeout(() => { button.textContent = "⧉ Copy"; }, 1500);
+    setTimeout(() => { button.textContent = "Copy"; }, 1500);
   }
 
   render(partial) {

@@ -1,0 +1,1 @@
+"""The bot's slash commands and listeners, one cog per area."""

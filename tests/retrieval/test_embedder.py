@@ -1,0 +1,92 @@
+"""Embedders: shapes, normalisation, meaning, and the static table's cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.embedder import Embedder as EmbedderProtocol
+from retrieval.embedder import (
+    EmbedderError,
+    StaticEmbedder,
+    default_model_path,
+    open_embedder,
+)
+
+
+def test_minilm_gives_unit_rows_that_put_similar_texts_together(
+    embedder: EmbedderProtocol,
+) -> None:
+    rows = embedder.embed(["earthquake hits the city", "a strong quake shook town", "my cat naps"])
+    assert rows.shape == (3, embedder.dim) == (3, 384)
+    assert rows.dtype == np.float32
+    assert np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+    assert rows[0] @ rows[1] > rows[0] @ rows[2] + 0.2
+
+
+def test_no_texts_give_an_empty_matrix(embedder: EmbedderProtocol) -> None:
+    assert embedder.embed([]).shape == (0, embedder.dim)
+
+
+def _tiny_static() -> StaticEmbedder:
+    """A static embedder over the real tokenizer with a hand-made table (no distillation)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(default_model_path())).backend_tokenizer
+    table = np.zeros((len(tok.get_vocab()), 4), dtype=np.float32)
+    cat, dog = tok.token_to_id("cat"), tok.token_to_id("dog")
+    table[cat] = [1, 0, 0, 0]
+    table[dog] = [0, 3, 0, 0]
+    return StaticEmbedder(table, tok, "static:test")
+
+
+def test_static_embedding_is_the_normalised_mean_of_token_rows() -> None:
+    emb = _tiny_static()
+    rows = emb.embed(["cat", "dog", "cat dog", "", "zzz unknownword"])
+    assert rows.shape == (5, 4)
+    assert np.allclose(rows[0], [1, 0, 0, 0])
+    assert np.allclose(rows[1], [0, 1, 0, 0])
+    assert np.allclose(rows[2], np.array([1, 3, 0, 0]) / np.sqrt(10))
+    # Nothing to average: a zero row, never NaN.
+    assert np.all(rows[3] == 0) and not np.isnan(rows).any()
+
+
+def test_static_embedder_distils_once_then_reads_its_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retrieval import embedder as module
+
+    calls: list[int] = []
+
+    def fake_distil(path: Path, dim: int = 8, batch: int = 0) -> np.ndarray:
+        calls.append(dim)  # the real one takes a minute; the cache logic is what is tested
+        return np.ones((30522, dim), dtype=np.float32)
+
+    monkeypatch.setattr(module, "distil_token_table", fake_distil)
+    a = StaticEmbedder.load_or_distil(tmp_path, dim=8)
+    b = StaticEmbedder.load_or_distil(tmp_path, dim=8)
+    assert calls == [8]
+    assert a.dim == b.dim == 8
+    assert a.name == "static:all-MiniLM-L6-v2-d8"
+    assert len(list(tmp_path.glob("static-*.npy"))) == 1
+
+
+@pytest.mark.slow
+def test_a_distilled_static_table_keeps_meaning(tmp_path: Path) -> None:
+    emb = open_embedder("static", cache_dir=tmp_path)
+    rows = emb.embed(
+        ["earthquake damage in the city", "quake destroys buildings", "cute cat photo"]
+    )
+    assert rows.shape == (3, 256)
+    assert rows[0] @ rows[1] > rows[0] @ rows[2]
+
+
+def test_unknown_kinds_and_missing_models_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown embedder kind"):
+        open_embedder("word2vec")
+    with pytest.raises(ValueError, match="cache_dir"):
+        open_embedder("static")
+    with pytest.raises(EmbedderError, match="not found"):
+        open_embedder("sentence-transformers", model=str(tmp_path / "nope"))
