@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from quipfeed import cli_inference
 from quipfeed.durations import parse_instant, parse_span
 from quipfeed.settings import Settings, load_settings
 
@@ -285,16 +286,8 @@ def bench_ingest(
     emit(result, as_json, "\n".join(f"{k}: {v}" for k, v in result.items()))
 
 
-def _register_optional() -> None:
-    """Commands whose modules may be absent in a partial checkout register themselves."""
-    try:
-        from quipfeed.cli_inference import register
-    except ImportError:
-        return
-    register(app, bench_app)
-
-
-_register_optional()
+# Each part's commands live beside its composition code; this file only lists them.
+cli_inference.register(app, bench_app)
 
 if __name__ == "__main__":
     app()
