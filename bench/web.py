@@ -31,8 +31,15 @@ from typing import Any
 import httpx
 
 CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run"]
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 QUESTIONS = [
     "What are people saying about the weather?",
     "What is the feed saying about football?",
@@ -46,12 +53,15 @@ def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def ms(values: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(pct(values, 0.5) * 1000, 1), "p95_ms": round(pct(values, 0.95) * 1000, 1),
-            "n": len(values)}
+    return {
+        "p50_ms": round(pct(values, 0.5) * 1000, 1),
+        "p95_ms": round(pct(values, 0.95) * 1000, 1),
+        "n": len(values),
+    }
 
 
 class _Server:
@@ -78,12 +88,23 @@ class _Server:
 
         async def main() -> None:
             settings = Settings(data_dir=self.data_dir)
-            config = ChatConfig(max_reply_tokens=16, suggestions=False,
-                                limits=Limits(messages_per_minute=0, tokens_per_day=0))
+            config = ChatConfig(
+                max_reply_tokens=16,
+                suggestions=False,
+                limits=Limits(messages_per_minute=0, tokens_per_day=0),
+            )
             async with web_app(settings, tiny=True, chat_config=config) as app:
-                self._server = uvicorn.Server(uvicorn.Config(
-                    app, host="127.0.0.1", port=self.port, log_level="warning",
-                    backlog=4096, limit_concurrency=None, timeout_keep_alive=30))
+                self._server = uvicorn.Server(
+                    uvicorn.Config(
+                        app,
+                        host="127.0.0.1",
+                        port=self.port,
+                        log_level="warning",
+                        backlog=4096,
+                        limit_concurrency=None,
+                        timeout_keep_alive=30,
+                    )
+                )
                 task = asyncio.create_task(self._server.serve())
                 while not self._server.started and not task.done():  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
@@ -117,8 +138,11 @@ def index_sample(data_dir: Path) -> int:
 
     settings = Settings(data_dir=data_dir)
     embedder = embedder_for(settings)
-    posts = [Post.model_validate_json(line) for line in SAMPLE_FEED.read_text().splitlines()
-             if line.strip()][:600]
+    posts = [
+        Post.model_validate_json(line)
+        for line in SAMPLE_FEED.read_text().splitlines()
+        if line.strip()
+    ][:600]
     store = open_store(settings, embedder.dim)
     try:
         store.upsert(posts, embedder.embed([p.text for p in posts]).tolist())
@@ -133,13 +157,19 @@ async def _session(client: httpx.AsyncClient) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
-async def _stream_one(client: httpx.AsyncClient, auth: dict[str, str], cid: str, text: str,
-                      opened: list[float] | None = None) -> tuple[float, float]:
+async def _stream_one(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    cid: str,
+    text: str,
+    opened: list[float] | None = None,
+) -> tuple[float, float]:
     """(seconds to the first token event, seconds to done) for one streamed turn."""
     start = time.perf_counter()
     first = float("nan")
-    async with client.stream("POST", f"/v1/conversations/{cid}/messages",
-                             json={"text": text}, headers=auth) as r:
+    async with client.stream(
+        "POST", f"/v1/conversations/{cid}/messages", json={"text": text}, headers=auth
+    ) as r:
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:200]!r}")
         if opened is not None:
@@ -169,10 +199,12 @@ async def api_first_token(url: str, samples: int) -> list[float]:
         return out
 
 
-def browser_first_token(url: str, samples: int) -> list[float]:
+def browser_first_token(url: str, samples: int) -> tuple[list[float], list[float]]:
+    """(send → first token painted, first token received → painted) per sample, seconds."""
     from playwright.sync_api import sync_playwright
 
     out: list[float] = []
+    paint: list[float] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
         page = browser.new_page()
@@ -187,28 +219,35 @@ def browser_first_token(url: str, samples: int) -> list[float]:
             page.wait_for_function(
                 """n => { const r = document.querySelector('#quipfeed-widget').shadowRoot;
                   return r.querySelectorAll('.msg.assistant[data-id]').length >= n
-                    && !r.querySelector('[data-streaming="true"]'); }""", arg=n, timeout=120_000)
+                    && !r.querySelector('[data-streaming="true"]'); }""",
+                arg=n,
+                timeout=120_000,
+            )
             return dict(page.evaluate("window.quipfeed.metrics()"))
 
         ask("hello", 1)  # warm-up: session and conversation created (not counted)
         for i in range(samples):
             m = ask(QUESTIONS[i % len(QUESTIONS)], i + 2)
             out.append((m["firstTokenPaintedAt"] - m["sendAt"]) / 1000)
+            paint.append((m["firstTokenPaintedAt"] - m["firstTokenAt"]) / 1000)
         browser.close()
-    return out
+    return out, paint
 
 
 async def concurrent_streams(url: str, n: int) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         auths = await asyncio.gather(*(_session(client) for _ in range(n)))
-        cids = await asyncio.gather(*(client.post("/v1/conversations", json={}, headers=a)
-                                      for a in auths))
+        cids = await asyncio.gather(
+            *(client.post("/v1/conversations", json={}, headers=a) for a in auths)
+        )
         opened: list[float] = []
         start = time.perf_counter()
         results = await asyncio.gather(
-            *(_stream_one(client, a, c.json()["id"], QUESTIONS[i % len(QUESTIONS)], opened)
-              for i, (a, c) in enumerate(zip(auths, cids, strict=True))),
+            *(
+                _stream_one(client, a, c.json()["id"], QUESTIONS[i % len(QUESTIONS)], opened)
+                for i, (a, c) in enumerate(zip(auths, cids, strict=True))
+            ),
             return_exceptions=True,
         )
         wall = time.perf_counter() - start
@@ -230,11 +269,13 @@ async def concurrent_streams(url: str, n: int) -> dict[str, Any]:
 @contextlib.contextmanager
 def _bench_env() -> Iterator[None]:
     # Bench traffic all comes from one address: lift the per-IP and per-session limits.
-    keys = {"QUIPFEED_WEB__SESSIONS_PER_MINUTE_IP": "1000000",
-            "QUIPFEED_WEB__REQUESTS_PER_MINUTE_IP": "1000000",
-            "QUIPFEED_WEB__REQUESTS_PER_MINUTE_SESSION": "1000000",
-            "QUIPFEED_WEB__TURNS_PER_MINUTE_SESSION": "1000000",
-            "QUIPFEED_WEB__SESSION_SECRET": "bench-secret-0123456789"}
+    keys = {
+        "QUIPFEED_WEB__SESSIONS_PER_MINUTE_IP": "1000000",
+        "QUIPFEED_WEB__REQUESTS_PER_MINUTE_IP": "1000000",
+        "QUIPFEED_WEB__REQUESTS_PER_MINUTE_SESSION": "1000000",
+        "QUIPFEED_WEB__TURNS_PER_MINUTE_SESSION": "1000000",
+        "QUIPFEED_WEB__SESSION_SECRET": "bench-secret-0123456789",
+    }
     old = {k: os.environ.get(k) for k in keys}
     os.environ.update(keys)
     try:
@@ -247,8 +288,9 @@ def _bench_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def main(*, as_json: bool = False, streams: int = 200, samples: int = 5,
-         browser: bool = True) -> dict[str, Any]:
+def main(
+    *, as_json: bool = False, streams: int = 200, samples: int = 5, browser: bool = True
+) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     report: dict[str, Any] = {"model": "tiny random MoE (CPU)", "cpus": os.cpu_count()}
@@ -259,10 +301,12 @@ def main(*, as_json: bool = False, streams: int = 200, samples: int = 5,
             api = asyncio.run(api_first_token(server.url, samples))
             report["api_first_token"] = ms(api)
             if browser and CHROMIUM.exists():
-                painted = browser_first_token(server.url, samples)
+                painted, paint = browser_first_token(server.url, samples)
                 report["browser_first_token_painted"] = ms(painted)
+                report["browser_token_to_paint"] = ms(paint)
                 report["painted_minus_api_p50_ms"] = round(
-                    (statistics.median(painted) - statistics.median(api)) * 1000, 1)
+                    (statistics.median(painted) - statistics.median(api)) * 1000, 1
+                )
             else:
                 report["browser_first_token_painted"] = "skipped (no /usr/bin/chromium)"
             report["concurrent"] = asyncio.run(concurrent_streams(server.url, streams))
@@ -271,24 +315,41 @@ def main(*, as_json: bool = False, streams: int = 200, samples: int = 5,
     else:
         print(f"model: {report['model']} · {report['cpus']} CPUs · {report['posts_indexed']} posts")
         a = report["api_first_token"]
-        print(f"first token at the API:        p50 {a['p50_ms']} ms  p95 {a['p95_ms']} ms  (n={a['n']})")
+        print(
+            f"first token at the API:        p50 {a['p50_ms']} ms  "
+            f"p95 {a['p95_ms']} ms  (n={a['n']})"
+        )
         b = report["browser_first_token_painted"]
         if isinstance(b, dict):
-            print(f"first token painted (Chromium): p50 {b['p50_ms']} ms  p95 {b['p95_ms']} ms  "
-                  f"(n={b['n']}); painted − API p50: {report['painted_minus_api_p50_ms']} ms")
+            print(
+                f"first token painted (Chromium): p50 {b['p50_ms']} ms  p95 {b['p95_ms']} ms  "
+                f"(n={b['n']}); painted − API p50: {report['painted_minus_api_p50_ms']} ms"
+            )
+            t = report["browser_token_to_paint"]
+            print(
+                f"token received → painted (Chromium): p50 {t['p50_ms']} ms  p95 {t['p95_ms']} ms"
+            )
         else:
             print(f"first token painted: {b}")
         c = report["concurrent"]
-        print(f"{c['streams']} concurrent SSE sessions: {c['completed']} completed, "
-              f"{c['failed']} failed, {c['open_before_first_finished']} open at once; "
-              f"first token p50 {c['first_token']['p50_ms']} ms p95 {c['first_token']['p95_ms']} ms; "
-              f"done p95 {c['finished']['p95_ms']} ms; wall {c['wall_s']} s")
+        print(
+            f"{c['streams']} concurrent SSE sessions: {c['completed']} completed, "
+            f"{c['failed']} failed, {c['open_before_first_finished']} open at once; "
+            f"first token p50 {c['first_token']['p50_ms']} ms p95 {c['first_token']['p95_ms']} ms; "
+            f"done p95 {c['finished']['p95_ms']} ms; wall {c['wall_s']} s"
+        )
         for e in c["errors"]:
             print(f"  error: {e}")
     return report
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    main(as_json="--json" in sys.argv)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--no-browser", action="store_true")
+    a = parser.parse_args()
+    main(as_json=a.json, streams=a.streams, samples=a.samples, browser=not a.no_browser)

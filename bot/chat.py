@@ -256,7 +256,8 @@ class Chat:
         suggestions: asyncio.Task[list[str]] | None = None
         if plan.needs_feed and not asked.context:
             raw_parts.append(persona.empty_reply)  # nothing to ground on: say so, invent nothing
-            yield Delta(stream.feed(persona.empty_reply))
+            if shown := stream.feed(persona.empty_reply):
+                yield Delta(shown)
         else:
             history_msgs = [ChatMessage(role=m.role, content=m.model_text()) for m in history]
             prompt = turn_messages(persona.system_prompt(), history_msgs, asked.model_text())

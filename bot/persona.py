@@ -98,8 +98,11 @@ def _parse(path: Path, text: str) -> dict[str, Any]:
         try:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            line = getattr(e, "lineno", None)
-            raise PersonaError(path, f"not valid TOML: {getattr(e, 'msg', e)}", line) from e
+            # Python < 3.14 gives the position only inside the message.
+            at = re.search(r"\(at line (\d+), column \d+\)", str(e))
+            line = getattr(e, "lineno", None) or (int(at[1]) if at else None)
+            reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(getattr(e, "msg", e)))
+            raise PersonaError(path, f"not valid TOML: {reason}", line) from e
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

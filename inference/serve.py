@@ -61,6 +61,42 @@ class ServerThread:
         self.stop()
 
 
-def run_server(engine: Engine, *, host: str = "127.0.0.1", port: int = 30000) -> None:
+def run_server(
+    engine: Engine, *, host: str = "127.0.0.1", port: int = 30000, log_level: str = "info"
+) -> None:
     """Serve `engine` in the foreground until interrupted (Ctrl-C)."""
-    uvicorn.run(create_app(engine), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(engine), host=host, port=port, log_level=log_level)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m inference.serve --model PATH --port P ...`: one worker process, as
+    `inference.replicas.WorkerPool` starts them (the package cannot call quipfeed's CLI)."""
+    import argparse
+
+    from inference.local import LocalEngine
+
+    parser = argparse.ArgumentParser(prog="python -m inference.serve")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--prefix-cache-tokens", type=int, default=16_384)
+    parser.add_argument("--context-window", type=int, default=None)
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+    engine = LocalEngine.load(
+        args.model,
+        device=args.device,
+        max_batch_size=args.max_batch_size,
+        prefix_cache_tokens=args.prefix_cache_tokens,
+        context_window=args.context_window,
+    )
+    try:
+        run_server(engine, host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        engine.close()
+
+
+if __name__ == "__main__":
+    main()

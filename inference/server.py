@@ -4,7 +4,8 @@ Speaks the subset of the API quipfeed and ordinary OpenAI clients use — `/v1/c
 (JSON or SSE streaming), `/v1/models` — plus SGLang's extensions (`regex`, `json_schema`
 response formats, `usage.prompt_tokens_details.cached_tokens`) and the endpoints `sglang-router`
 probes (`/health`, `/health_generate`, `/server_info`, `/get_server_info`, `/model_info`,
-`/get_model_info`), so the same router, clients and conformance suite work against it and SGLang.
+`/get_model_info`) and SGLang's `/get_load`, so the same router, clients and conformance suite
+work against it and SGLang.
 """
 
 from __future__ import annotations
@@ -229,6 +230,22 @@ def create_app(engine: Engine, *, context_window: int | None = None) -> FastAPI:
         if window:
             card["max_model_len"] = window
         return {"object": "list", "data": [card]}
+
+    @app.get("/get_load")
+    async def get_load() -> list[dict[str, Any]]:
+        # SGLang's shape (one entry per data-parallel rank). sglang-router 0.3.2 balances on its
+        # own in-flight counts over HTTP, but SGLang clients and dashboards read this.
+        stats = getattr(engine, "stats", None)
+        running = int(getattr(stats, "active_rows", 0))
+        waiting = int(getattr(stats, "waiting", 0))
+        return [
+            {
+                "dp_rank": 0,
+                "num_reqs": running + waiting,
+                "num_waiting_reqs": waiting,
+                "num_tokens": None,
+            }
+        ]
 
     @app.get("/metrics")
     async def metrics() -> PlainTextResponse:

@@ -51,6 +51,20 @@ def serve_model(
     sglang_profile: Annotated[
         str | None, typer.Option(help="Print the SGLang launch command of this profile and exit.")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=64,
+            help="Run N worker processes (ports PORT+1..PORT+N) behind sglang-router on PORT.",
+        ),
+    ] = 0,
+    policy: Annotated[
+        str, typer.Option(help="Router policy with --workers: cache_aware, round_robin, random.")
+    ] = "cache_aware",
+    router_metrics_port: Annotated[
+        int, typer.Option(help="Port of the router's Prometheus /metrics (with --workers).")
+    ] = 29000,
 ) -> None:
     """Serve a local model over the OpenAI-compatible API (what SGLang speaks), streaming SSE."""
     if sglang_profile is not None:
@@ -79,9 +93,10 @@ def serve_model(
     if tiny == (model is not None):
         raise typer.BadParameter("give --model PATH or --tiny (one of them)", param_hint="--model")
 
-    from inference.errors import EngineUnavailable
-    from inference.local import LocalEngine
-    from inference.serve import run_server
+    if policy not in ("cache_aware", "round_robin", "random", "power_of_two"):
+        raise typer.BadParameter(
+            "policy must be cache_aware, round_robin, random or power_of_two", param_hint="--policy"
+        )
 
     if tiny:
         import tempfile
@@ -95,6 +110,24 @@ def serve_model(
             f"error: {model} has no config.json; is it a transformers model folder?", err=True
         )
         raise typer.Exit(1)
+    if workers > 0:
+        _serve_replicas(
+            model,
+            workers,
+            host,
+            port,
+            device,
+            max_batch_size,
+            prefix_cache_tokens,
+            policy,
+            router_metrics_port,
+        )
+        return
+    # Imported here, not above: with --workers this process only supervises (no torch).
+    from inference.errors import EngineUnavailable
+    from inference.local import LocalEngine
+    from inference.serve import run_server
+
     try:
         engine = LocalEngine.load(
             model,
@@ -114,6 +147,77 @@ def serve_model(
         run_server(engine, host=host, port=port)
     finally:
         engine.close()
+
+
+def _serve_replicas(
+    model: str,
+    n: int,
+    host: str,
+    port: int,
+    device: str,
+    max_batch_size: int,
+    prefix_cache_tokens: int,
+    policy: str,
+    metrics_port: int,
+) -> None:
+    import signal
+    import time
+    from types import FrameType
+
+    from inference.replicas import ReplicaError, Router, RouterOptions, WorkerPool
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # SIGTERM (docker stop, kill) stops the children like Ctrl-C
+
+    signal.signal(signal.SIGTERM, _stop)
+
+    pool = WorkerPool(
+        model,
+        n,
+        host=host,
+        ports=[port + 1 + i for i in range(n)],
+        device=device,
+        max_batch_size=max_batch_size,
+        prefix_cache_tokens=prefix_cache_tokens,
+    )
+    router = Router(
+        pool.urls,
+        host=host,
+        port=port,
+        metrics_port=metrics_port,
+        options=RouterOptions(policy=policy),  # type: ignore[arg-type]  # checked above
+    )
+    try:
+        typer.echo(f"starting {n} workers: {' '.join(pool.urls)} (logs: {pool.log_dir})", err=True)
+        pool.start()
+        router.start()
+        typer.echo(
+            f"sglang-router ({policy}) on {router.url} in front of {n} workers; "
+            f"router metrics on {router.metrics_url}\n"
+            f"QUIPFEED_MODEL__URL={router.url}/v1",
+            err=True,
+        )
+        reported: set[int] = set()
+        while True:
+            time.sleep(1)
+            for i, child in enumerate(pool.workers):
+                if not child.alive and i not in reported:
+                    reported.add(i)
+                    typer.echo(
+                        f"worker {i} ({pool.urls[i]}) exited; the router serves from the others",
+                        err=True,
+                    )
+            if len(reported) == n:
+                typer.echo("error: every worker has exited", err=True)
+                raise typer.Exit(1)
+    except ReplicaError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        router.stop()
+        pool.stop()
 
 
 def bench_inference(
@@ -140,8 +244,30 @@ def bench_inference(
     server_thread: Annotated[
         bool, typer.Option(help="Run the local server in a thread (quick; overhead pessimistic).")
     ] = False,
+    router: Annotated[
+        bool,
+        typer.Option(
+            help="Instead: chat workload on 1 worker without/with prefix cache and 2 workers "
+            "behind sglang-router (cache_aware, round_robin)."
+        ),
+    ] = False,
+    conversations: Annotated[
+        int, typer.Option(min=1, max=256, help="With --router: conversations in flight.")
+    ] = 16,
+    chat_turns: Annotated[int, typer.Option(min=2, max=20, help="With --router: turns each.")] = 6,
 ) -> None:
-    """Time to first token, tokens/s at concurrency 1/8/32, client overhead, prefix reuse."""
+    """Time to first token, tokens/s at concurrency 1/8/32, client overhead, prefix reuse
+    (`--router`: cached share and TTFT of replicas behind sglang-router)."""
+    if router:
+        _bench_module().main(
+            as_json=json_out,
+            router=True,
+            conversations=conversations,
+            turns=chat_turns,
+            max_tokens=max_tokens,
+            model_path=model,
+        )
+        return
     _bench_module().main(
         as_json=json_out,
         levels=concurrency or [1, 8, 32],

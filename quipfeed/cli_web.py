@@ -44,6 +44,7 @@ class WebEnv(BaseSettings):
     sessions_per_minute_ip: float = 30
     max_body_bytes: int = 64_000
     trust_forwarded_for: bool = False
+    trending_window_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
 
 
 def session_secret(settings: Settings, env: WebEnv) -> str:
@@ -119,23 +120,31 @@ async def web_app(
     from bot.persona import load_personas
     from bot.search import LocalSearch
     from bot.web.app import create_app
-    from bot.web.bot_service import BotChatService
+    from bot.web.bot_service import BotChatService, counter_trending
+    from ingest.daemon import trend_prefix
     from quipfeed.runtime import embedder_for, open_store, redis_url
     from retrieval.search import Searcher
+    from retrieval.trending import TrendCounter
 
     embedder = await asyncio.to_thread(embedder_for, settings)
     store = open_store(settings, embedder.dim)
     engine = await open_engine(settings, tiny)
     try:
         with redis_url(settings) as url:
-            client = aioredis.from_url(url)
+            # A pool that waits for a free connection instead of failing when every one is busy
+            # (hundreds of concurrent turns each hold one for a moment).
+            pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=30)
+            client = aioredis.Redis(connection_pool=pool)
             search = LocalSearch(
                 Searcher(store, embedder),
                 half_life=timedelta(hours=settings.search.half_life_hours),
             )
             chat = Chat(client, engine, search, load_personas(), chat_config)
+            counter = TrendCounter(client, trend_prefix(settings.redis.stream))
+            window = timedelta(minutes=WebEnv().trending_window_minutes)
+            service = BotChatService(chat, trending=counter_trending(counter, window))
             try:
-                yield create_app(BotChatService(chat), web_options(settings))
+                yield create_app(service, web_options(settings))
             finally:
                 await client.aclose()
     finally:

@@ -8,8 +8,9 @@ traceback goes to the log, never to the chat.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from bot.chat import Delta, Done, TurnEvent
 from bot.discord.options import DiscordOptions
 from bot.discord.render import no_previews, quote_user_text, sources_footer
 from bot.discord.state import AnswerRef, DiscordState
-from bot.discord.stream import MessagesSink, Sink, Streamer
+from bot.discord.stream import InteractionSink, MessagesSink, Sink, Streamer
 from bot.discord.turns import Turns
 from bot.discord.views import answer_view
 from bot.limits import LimitExceeded
@@ -36,7 +37,12 @@ from inference.errors import (
 
 log = logging.getLogger(__name__)
 
-FORGOTTEN = "That conversation was forgotten (someone used `/forget`). Mention me to start a new one."
+FORGOTTEN = (
+    "That conversation was forgotten (someone used `/forget`). Mention me to start a new one."
+)
+SOMETHING_WRONG = (
+    "⚠️ Something went wrong on my side. Try again; if it keeps happening, tell the admins."
+)
 NOT_YOURS = (
     "Only the person who asked can use these buttons. Mention me (or use `/ask`) to ask your own."
 )
@@ -68,7 +74,7 @@ def error_message(error: BaseException) -> str:
     if isinstance(error, KeyError):  # an unknown persona: the message lists the known ones
         return f"⚠️ {error.args[0] if error.args else error}"
     log.error("unexpected error in a Discord turn", exc_info=error)
-    return "⚠️ Something went wrong on my side. Try again; if it keeps happening, tell the admins."
+    return SOMETHING_WRONG
 
 
 def describe_window(window: timedelta) -> str:
@@ -97,7 +103,7 @@ class Answers:
 
     async def stream(
         self,
-        events: AsyncIterator[TurnEvent],
+        events: AsyncGenerator[TurnEvent, None],
         sink: Sink,
         *,
         cid: str,
@@ -115,18 +121,20 @@ class Answers:
         text = ""
         result: TurnResult | None = None
         try:
-            async for event in events:
-                if isinstance(event, Delta):
-                    text += event.text
-                    await streamer.update(header + no_previews(text))
-                elif isinstance(event, Done):
-                    result = event.result
+            # Closed however this ends, so a failed edit never leaves the turn's lock held.
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if isinstance(event, Delta):
+                        text += event.text
+                        await streamer.update(header + no_previews(text))
+                    elif isinstance(event, Done):
+                        result = event.result
         except Exception as e:  # every failure becomes a message; see error_message
             partial = f"{no_previews(text).rstrip()}\n\n" if text.strip() else ""
-            await streamer.finish(f"{header}{partial}{error_message(e)}")
+            await self._show_failure(streamer, f"{header}{partial}{error_message(e)}")
             return None
-        if result is None:  # the turn ended without finishing (cancelled): say so
-            await streamer.finish(f"{header}{error_message(StreamInterrupted())}")
+        if result is None:  # the turn ended without finishing: say so
+            await self._show_failure(streamer, f"{header}{error_message(StreamInterrupted())}")
             return None
         hint = ""
         if window is not None and result.searched and not result.sources:
@@ -146,6 +154,13 @@ class Answers:
         )
         await self.state.save_answer(ref, stale_parts=old_parts)
         return ref
+
+    @staticmethod
+    async def _show_failure(streamer: Streamer, text: str) -> None:
+        try:
+            await streamer.finish(text)
+        except discord.HTTPException:  # the message itself is gone (deleted, no access): log it
+            log.warning("could not show a failed turn's message in Discord", exc_info=True)
 
     async def show_version(self, ref: AnswerRef, message_id: str, sink: Sink) -> AnswerRef:
         """Switch the answer's messages to version `message_id` (and select it)."""
@@ -175,16 +190,21 @@ class AnswerButtons:
         message = interaction.message
         ref = await state.answer(message.id) if message is not None else None
         if ref is None or message is None:
-            await _tell(interaction, FORGOTTEN)
+            await tell(interaction, FORGOTTEN)
             return
         if interaction.user.id != ref.asker_id:
-            await _tell(interaction, NOT_YOURS)
+            await tell(interaction, NOT_YOURS)
             return
         try:
+            answer = await turns.message(ref.cid, ref.owner, ref.answer_id)
             if action in ("up", "down"):
                 await turns.feedback(ref.cid, ref.owner, ref.answer_id, action)
-                await _tell(interaction, "Thanks, noted. 👍" if action == "up" else
-                            "Thanks, noted. I'll try to do better. 👎")
+                await tell(
+                    interaction,
+                    "Thanks, noted. 👍"
+                    if action == "up"
+                    else "Thanks, noted. I'll try to do better. 👎",
+                )
                 return
             if action in ("prev", "next"):
                 versions = await turns.versions(ref.cid, ref.owner, ref.answer_id)
@@ -197,15 +217,17 @@ class AnswerButtons:
                 await self.answers.show_version(ref, ids[at], await _parts_sink(interaction, ref))
                 return
         except (ConversationNotFound, MessageNotFound):
-            await _tell(interaction, FORGOTTEN)
+            await tell(interaction, FORGOTTEN)
             return
         wait = await state.cool_down(interaction.user.id, self.answers.options.cooldown_s)
         if wait:
-            await _tell(interaction, cooldown_message(wait))
+            await tell(interaction, cooldown_message(wait))
             return
         if action == "regen":
             await interaction.response.defer()
-            events = turns.regenerate(ref.cid, ref.owner, ref.answer_id, channel=str(ref.channel_id))
+            events = turns.regenerate(
+                ref.cid, ref.owner, ref.answer_id, channel=str(ref.channel_id)
+            )
             await self.answers.stream(
                 events,
                 await _parts_sink(interaction, ref),
@@ -218,18 +240,11 @@ class AnswerButtons:
             )
             return
         if action == "fu" and arg is not None:
-            try:
-                answer = await turns.message(ref.cid, ref.owner, ref.answer_id)
-            except (ConversationNotFound, MessageNotFound):
-                await _tell(interaction, FORGOTTEN)
-                return
             if arg >= len(answer.suggestions):
-                await _tell(interaction, "That suggestion is no longer available.")
+                await tell(interaction, "That suggestion is no longer available.")
                 return
             question = answer.suggestions[arg]
             await interaction.response.defer(thinking=True)
-            from bot.discord.stream import InteractionSink
-
             events = turns.ask_after(
                 ref.cid, ref.owner, ref.answer_id, question, channel=str(ref.channel_id)
             )
@@ -248,7 +263,7 @@ def cooldown_message(wait: float) -> str:
     return f"⏳ Easy there — you can ask again in {max(1, round(wait))} s."
 
 
-async def _tell(interaction: discord.Interaction, text: str) -> None:
+async def tell(interaction: discord.Interaction, text: str) -> None:
     """A private note to the person who pressed or typed (never seen by the channel)."""
     if interaction.response.is_done():
         await interaction.followup.send(text, ephemeral=True)

@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord.answers import AnswerButtons, Answers, _tell
+from bot.discord.answers import SOMETHING_WRONG, AnswerButtons, Answers, tell
 from bot.discord.feeds import FeedRegistry
 from bot.discord.options import DiscordOptions
 from bot.discord.state import DiscordState
@@ -36,7 +36,7 @@ class QuipTree(app_commands.CommandTree["QuipBot"]):
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         bot: QuipBot = interaction.client  # type: ignore[assignment]
         if interaction.guild_id is None and not bot.options.allow_dms:
-            await _tell(interaction, "I only answer in servers here, not in direct messages.")
+            await tell(interaction, "I only answer in servers here, not in direct messages.")
             return False
         return True
 
@@ -51,9 +51,9 @@ class QuipTree(app_commands.CommandTree["QuipBot"]):
             return  # the check has already told the user why
         else:
             log.error("slash command %s failed", interaction.command, exc_info=error)
-            text = "⚠️ Something went wrong on my side. Try again; if it keeps happening, tell the admins."
+            text = SOMETHING_WRONG
         try:
-            await _tell(interaction, text)
+            await tell(interaction, text)
         except discord.HTTPException:
             pass
 

@@ -19,4 +19,9 @@ class DiscordOptions(BaseModel):
         default=1.2, ge=0, le=30, description="Least time between edits of a streaming reply."
     )
     jetstream_url: str = Field(default=JETSTREAM_URL, description="For `/feed add bluesky-…`.")
+    feed_guild_ids: list[int] | None = Field(
+        default=None,
+        description="Servers whose admins may use /feed (the feed list is shared by every "
+        "server the bot is in); unset: any server, for a bot that serves one community.",
+    )
     sync_commands: bool = Field(default=True, description="Sync slash commands at start.")

@@ -84,8 +84,8 @@ class InteractionSink:
         if index == 0:
             kwargs: dict[str, Any] = {"content": content, "allowed_mentions": NO_MENTIONS}
             kwargs["view"] = view
-            msg = await self.interaction.edit_original_response(**kwargs)
-            self.first_id = int(msg.id)
+            first = await self.interaction.edit_original_response(**kwargs)
+            self.first_id = int(first.id)
             return self.first_id
         i = index - 1
         if i < len(self.followups):

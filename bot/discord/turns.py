@@ -9,7 +9,8 @@ recent.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import datetime, timedelta
 
 from bot.chat import Chat, TurnEvent
@@ -19,6 +20,13 @@ from bot.store import ConversationNotFound, ConversationStore
 from retrieval.store import Hit
 
 Clock = Callable[[], datetime | None]
+
+
+def _gen(events: AsyncIterator[TurnEvent]) -> AsyncGenerator[TurnEvent, None]:
+    """`Chat`'s turn methods are async generators typed as iterators; closing one promptly
+    releases the conversation's lock when a consumer stops early."""
+    assert isinstance(events, AsyncGenerator)
+    return events
 
 
 class _Windowed:
@@ -64,21 +72,25 @@ class Turns:
         channel: str,
         persona: str | None = None,
         window: timedelta | None = None,
-    ) -> AsyncIterator[TurnEvent]:
+    ) -> AsyncGenerator[TurnEvent, None]:
         """Ask `text` as the next question after answer `after` (None: a fresh conversation)."""
         if after is not None:
             await self._end_line_at(cid, owner, after)
         chat = self._chat_for(window)
-        async for event in chat.ask(
-            cid, owner, text, channel=channel, persona=persona, as_of=self.as_of()
-        ):
-            yield event
+        turn = _gen(
+            chat.ask(cid, owner, text, channel=channel, persona=persona, as_of=self.as_of())
+        )
+        async with contextlib.aclosing(turn):
+            async for event in turn:
+                yield event
 
     async def regenerate(
         self, cid: str, owner: str, answer_id: str, *, channel: str
-    ) -> AsyncIterator[TurnEvent]:
-        async for event in self.chat.regenerate(cid, owner, answer_id, channel=channel):
-            yield event
+    ) -> AsyncGenerator[TurnEvent, None]:
+        turn = _gen(self.chat.regenerate(cid, owner, answer_id, channel=channel))
+        async with contextlib.aclosing(turn):
+            async for event in turn:
+                yield event
 
     async def versions(self, cid: str, owner: str, answer_id: str) -> list[Message]:
         return await self.chat.versions(cid, owner, answer_id)

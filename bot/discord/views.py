@@ -16,7 +16,9 @@ LABEL_CHARS = 80  # Discord's limit on a button label
 
 
 class ButtonHandler(Protocol):
-    async def press(self, interaction: discord.Interaction, action: str, arg: int | None) -> None: ...
+    async def press(
+        self, interaction: discord.Interaction, action: str, arg: int | None
+    ) -> None: ...
 
 
 class AnswerButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLATE):
@@ -34,7 +36,11 @@ class AnswerButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMP
         custom_id = f"qf:{action}" + (f":{arg}" if arg is not None else "")
         super().__init__(
             discord.ui.Button(
-                label=label, emoji=emoji, style=style, disabled=disabled, custom_id=custom_id,
+                label=label,
+                emoji=emoji,
+                style=style,
+                disabled=disabled,
+                custom_id=custom_id,
                 row=row,
             )
         )
@@ -52,27 +58,29 @@ class AnswerButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMP
         return cls(match["action"], int(arg) if arg is not None else None)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        handler: ButtonHandler = getattr(interaction.client, "buttons")
+        handler: ButtonHandler = interaction.client.buttons  # type: ignore[attr-defined]
         await handler.press(interaction, self.action, self.arg)
 
 
 def answer_view(position: int, total: int, suggestions: Sequence[str]) -> discord.ui.View:
-    """Regenerate, ◀ n/m ▶ when there are versions, 👍 👎; follow-up questions on a second row."""
+    """◀ n/m ▶ when there are versions, Regenerate, 👍 👎; follow-up questions on their own row
+    (Discord fits five buttons in a row)."""
     view = discord.ui.View(timeout=None)
-    view.add_item(AnswerButton("regen", label="Regenerate", emoji="🔄", row=0))
     if total > 1:
         view.add_item(AnswerButton("prev", emoji="◀️", disabled=position <= 1, row=0))
         view.add_item(
-            discord.ui.Button(
-                label=f"{position}/{total}", disabled=True, custom_id="qf:pos", row=0
-            )
+            discord.ui.Button(label=f"{position}/{total}", disabled=True, custom_id="qf:pos", row=0)
         )
         view.add_item(AnswerButton("next", emoji="▶️", disabled=position >= total, row=0))
-    view.add_item(AnswerButton("up", emoji="👍", row=0))
-    view.add_item(AnswerButton("down", emoji="👎", row=0))
+    view.add_item(AnswerButton("regen", label="Regenerate", emoji="🔄", row=0))
+    feedback_row = 1 if total > 1 else 0
+    view.add_item(AnswerButton("up", emoji="👍", row=feedback_row))
+    view.add_item(AnswerButton("down", emoji="👎", row=feedback_row))
     for i, question in enumerate(suggestions[:3]):
         label = question if len(question) <= LABEL_CHARS else question[: LABEL_CHARS - 1] + "…"
         view.add_item(
-            AnswerButton("fu", i, label=label, style=discord.ButtonStyle.primary, row=1)
+            AnswerButton(
+                "fu", i, label=label, style=discord.ButtonStyle.primary, row=feedback_row + 1
+            )
         )
     return view

@@ -9,9 +9,9 @@ Turns stream as Server-Sent Events: `turn` (ids), `token`…, `citations`, `sugg
 `GET /v1/turns/{turn}/events` and `Last-Event-ID`, replaying what was missed.
 """
 
-import json
+import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,27 +27,24 @@ from bot.web.body_limit import BodyLimit
 from bot.web.limits import RateLimiter
 from bot.web.openai_facade import add_openai_routes
 from bot.web.options import WebOptions
-from bot.web.runs import Run, Runs, TooManyRuns
+from bot.web.runs import Runs, TooManyRuns
 from bot.web.service import (
     BadInput,
     Busy,
     ChatService,
-    Citations,
     ConversationSummary,
     ConversationView,
-    Done,
     Limited,
     NotFound,
     PersonaCard,
     Rating,
-    Suggestions,
-    Token,
     TrendItem,
     TurnEvent,
     Unavailable,
 )
 from bot.web.service import CitationCard as CitationCardModel
 from bot.web.sessions import ApiKeys, BadToken, Identity, SessionSigner
+from bot.web.sse import aclose, produce, stream
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -95,11 +92,6 @@ class FeedbackIn(BaseModel):
 
 class Ok(BaseModel):
     ok: bool = True
-
-
-class TurnStarted(BaseModel):
-    turn_id: str
-    conversation_id: str
 
 
 def client_ip(request: Request, options: WebOptions) -> str:
@@ -240,24 +232,24 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
         return text
 
     async def start_turn(
-        who: Identity, conversation_id: str, events: AsyncIterator[TurnEvent]
+        who: Identity, conversation_id: str, pending: Awaitable[AsyncIterator[TurnEvent]]
     ) -> EventSourceResponse:
         wait = turns.allow(who.owner)
         if wait:
+            if inspect.iscoroutine(pending):
+                pending.close()  # never started: nothing to clean up
             raise ApiError(
                 429, "too many questions; wait a moment", {"Retry-After": str(int(wait) + 1)}
             )
-        # The first event is awaited here so bad ids or input answer 404/422, not a broken stream.
+        # Unknown ids and bad input answer 4xx here; the stream (and its `turn` event with the
+        # id to resume by) starts at once, before retrieval and the first token.
+        events = await pending
         try:
-            first: TurnEvent | None = await anext(aiter(events))
-        except StopAsyncIteration:
-            first = None
-        try:
-            run = runs.start(who.owner, conversation_id, lambda r: _produce(r, first, events))
+            run = runs.start(who.owner, conversation_id, lambda r: produce(r, events))
         except TooManyRuns as e:
-            await _aclose(events)
+            await aclose(events)
             raise ApiError(429, str(e)) from e
-        return _stream(run, -1)
+        return stream(run, -1)
 
     # ---- sessions, personas ----
 
@@ -426,7 +418,7 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
             if rid != turn_id or not n.isdigit():
                 raise ApiError(400, "Last-Event-ID does not belong to this turn")
             seq = int(n)
-        return _stream(run, seq)
+        return stream(run, seq)
 
     @app.post(
         "/v1/turns/{turn_id}/stop",
@@ -481,62 +473,3 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
         return {"ok": True, "turns_active": runs.active()}
 
     return app
-
-
-async def _aclose(events: AsyncIterator[TurnEvent]) -> None:
-    close = getattr(events, "aclose", None)
-    if close is not None:
-        await close()
-
-
-def _encode(event: TurnEvent) -> tuple[str, str]:
-    if isinstance(event, Token):
-        return "token", json.dumps({"text": event.text}, ensure_ascii=False)
-    if isinstance(event, Citations):
-        cards = [c.model_dump(mode="json") for c in event.cards]
-        return "citations", json.dumps({"citations": cards}, ensure_ascii=False)
-    if isinstance(event, Suggestions):
-        return "suggestions", json.dumps({"suggestions": event.items}, ensure_ascii=False)
-    if isinstance(event, Done):
-        return "done", json.dumps(
-            {
-                "question_id": event.question_id,
-                "message_id": event.message_id,
-                "finish_reason": event.finish_reason,
-            }
-        )
-    raise TypeError(f"not a turn event: {event!r}")
-
-
-async def _produce(
-    run: Run, first: TurnEvent | None, events: AsyncIterator[TurnEvent]
-) -> AsyncIterator[tuple[str, str]]:
-    import asyncio
-
-    yield "turn", json.dumps({"turn_id": run.id, "conversation_id": run.conversation_id})
-    try:
-        if first is not None:
-            yield _encode(first)
-            async for event in events:
-                yield _encode(event)
-    except asyncio.CancelledError:
-        await _aclose(events)
-        yield "stopped", json.dumps({"reason": "stopped"})
-    except (NotFound, BadInput, Busy, Limited, Unavailable) as e:
-        yield "error", json.dumps({"message": str(e)})
-    except Exception:
-        # The model or store failed mid-answer; the visitor sees a plain message, the log the cause.
-        log.exception("turn %s failed", run.id)
-        yield "error", json.dumps({"message": "the answer failed partway; try again"})
-
-
-def _stream(run: Run, after: int) -> EventSourceResponse:
-    async def events() -> AsyncIterator[dict[str, str]]:
-        async for event in run.follow(after):
-            if event.name == "end":
-                return
-            yield {"event": event.name, "id": event.id_for(run.id), "data": event.data}
-
-    return EventSourceResponse(
-        events(), ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any, Literal
 
 from bot import chat as botchat
@@ -32,9 +33,42 @@ from bot.web.service import (
     Unavailable,
 )
 from retrieval.post import Post
+from retrieval.trending import TrendCounter
 
-# Trending is another part's job (retrieval); until it exists the server says so plainly.
+# Where trending topics come from (`counter_trending` over retrieval's counters); a server
+# without one answers 503 and says so.
 TrendingSource = Callable[[int], Awaitable[list[TrendItem]]]
+
+
+def counter_trending(
+    counter: TrendCounter, window: timedelta = timedelta(hours=1)
+) -> TrendingSource:
+    """Trending topics over the last `window`, from the counters the indexers keep."""
+
+    async def trending(limit: int) -> list[TrendItem]:
+        trends = await counter.trending(window, limit=limit)
+        return [
+            TrendItem(
+                label=t.label,
+                posts=t.count,
+                growth=t.growth,
+                sample=[_sample_card(i, s) for i, s in enumerate(t.posts, 1)],
+            )
+            for t in trends
+        ]
+
+    return trending
+
+
+def _sample_card(number: int, sample: dict[str, Any]) -> CitationCard:
+    return CitationCard(
+        number=number,
+        post_id=str(sample.get("id", "")),
+        author=sample.get("author"),
+        created_at=sample["created_at"],
+        text=str(sample.get("text", "")),
+        url=safe_url(sample.get("url")),
+    )
 
 
 def card(number: int, post: Post) -> CitationCard:
@@ -131,35 +165,50 @@ class BotChatService:
 
     # ---- turns ----
 
-    def send(
+    async def send(
         self, owner: str, conversation_id: str, text: str, *, persona: str | None = None
     ) -> AsyncIterator[TurnEvent]:
         self._check_persona(persona)
+        with _mapped():
+            await self.chat.store.get(conversation_id, owner)
         return _turn(self.chat.ask(conversation_id, owner, text, persona=persona))
 
-    def regenerate(
+    async def regenerate(
         self, owner: str, conversation_id: str, message_id: str
     ) -> AsyncIterator[TurnEvent]:
+        await self._message(owner, conversation_id, message_id, "assistant")
         return _turn(self.chat.regenerate(conversation_id, owner, message_id))
 
     async def edit(
         self, owner: str, conversation_id: str, message_id: str, text: str
     ) -> AsyncIterator[TurnEvent]:
-        with _mapped():
-            await self.chat.store.get(conversation_id, owner)
-            message = await self.chat.store.message(conversation_id, message_id)
+        message = await self._message(owner, conversation_id, message_id, None)
         if message.role == "user":
-            async for event in _turn(
-                self.chat.edit_question(conversation_id, owner, message_id, text)
-            ):
-                yield event
-            return
+            return _turn(self.chat.edit_question(conversation_id, owner, message_id, text))
+        if not text.strip():
+            raise BadInput("an edited answer must not be empty")
+        return self._edit_answer(owner, conversation_id, message_id, text)
+
+    async def _edit_answer(
+        self, owner: str, conversation_id: str, message_id: str, text: str
+    ) -> AsyncIterator[TurnEvent]:
         with _mapped():
             try:
                 new = await self.chat.edit_answer(conversation_id, owner, message_id, text)
             except ValueError as e:
                 raise BadInput(str(e)) from e
         yield Done(question_id=new.parent_id or "", message_id=new.id, finish_reason="edited")
+
+    async def _message(
+        self, owner: str, conversation_id: str, message_id: str, role: str | None
+    ) -> Message:
+        with _mapped():
+            await self.chat.store.get(conversation_id, owner)
+            message = await self.chat.store.message(conversation_id, message_id)
+        if role is not None and message.role != role:
+            kind = "a question" if role == "user" else "an answer"
+            raise NotFound(f"message {message_id!r} is not {kind}")
+        return message
 
     async def select(self, owner: str, conversation_id: str, message_id: str) -> ConversationView:
         with _mapped():
@@ -175,9 +224,14 @@ class BotChatService:
     async def answer(
         self, persona: str | None, history: Sequence[tuple[str, str]], question: str
     ) -> AsyncIterator[TurnEvent]:
+        self._check_persona(persona)
+        return self._stateless(persona, history, question)
+
+    async def _stateless(
+        self, persona: str | None, history: Sequence[tuple[str, str]], question: str
+    ) -> AsyncIterator[TurnEvent]:
         # `Chat` answers inside a stored conversation, so a stateless request borrows a
         # throw-away one holding its history as plain messages, deleted afterwards.
-        self._check_persona(persona)
         owner = "stateless:" + secrets.token_urlsafe(9)
         info = await self.chat.new_conversation(owner, persona=persona)
         try:

@@ -106,7 +106,7 @@ def add_openai_routes(
                 },
                 404,
             )
-        events = service.answer(persona, turns_[:-1], turns_[-1][1])
+        events = await service.answer(persona, turns_[:-1], turns_[-1][1])
         cid = "chatcmpl-" + secrets.token_urlsafe(12)
         created = int(time.time())
         if body.stream:

@@ -91,7 +91,10 @@ class ConversationView(ConversationSummary):
 
 class TrendItem(BaseModel):
     label: str
-    posts: int
+    posts: int = Field(description="Posts mentioning it in the window.")
+    growth: float | None = Field(
+        default=None, description="Times its usual rate; null: new (no baseline)."
+    )
     sample: list[CitationCard] = Field(default_factory=list)
 
 
@@ -127,9 +130,10 @@ TurnEvent = Token | Citations | Suggestions | Done
 class ChatService(Protocol):
     """The conversation layer as the web API uses it.
 
-    Turn methods (`send`, `regenerate`, `edit`) return an async iterator of `TurnEvent`s and
-    raise `NotFound`/`BadInput` before yielding anything for unusable input; closing the iterator
-    early stops generation (the partial answer may or may not be kept).
+    Turn methods (`send`, `regenerate`, `edit`, `answer`) check what they can at once (raising
+    `NotFound`/`BadInput`), then return an async iterator of `TurnEvent`s; a failure found later
+    (a limit, a busy conversation) is raised by the iterator. Closing the iterator early stops
+    generation (`bot` keeps a turn only when it completes).
     """
 
     async def personas(self) -> list[PersonaCard]: ...
@@ -155,19 +159,19 @@ class ChatService(Protocol):
         selected line as text."""
         ...
 
-    def send(
+    async def send(
         self, owner: str, conversation_id: str, text: str, *, persona: str | None = None
     ) -> AsyncIterator[TurnEvent]:
         """Ask `text` after the selected branch's last message."""
         ...
 
-    def regenerate(
+    async def regenerate(
         self, owner: str, conversation_id: str, message_id: str
     ) -> AsyncIterator[TurnEvent]:
         """A new version of assistant message `message_id` (a sibling), selected."""
         ...
 
-    def edit(
+    async def edit(
         self, owner: str, conversation_id: str, message_id: str, text: str
     ) -> AsyncIterator[TurnEvent]:
         """Edit a message as a new version. A question is answered afresh; an edited answer
@@ -182,7 +186,7 @@ class ChatService(Protocol):
         self, owner: str, conversation_id: str, message_id: str, rating: Rating, note: str
     ) -> None: ...
 
-    def answer(
+    async def answer(
         self, persona: str | None, history: Sequence[tuple[str, str]], question: str
     ) -> AsyncIterator[TurnEvent]:
         """A stateless turn (the OpenAI facade): `history` is (role, text) pairs, oldest first,

@@ -54,20 +54,42 @@ def tiny_bot_engine() -> LocalEngine:
     return _tiny_engine()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def posts() -> list[Post]:
     return [Post.model_validate_json(line) for line in BLUESKY_200.read_text().splitlines()[:60]]
 
 
-@pytest.fixture
-def feed(edge_store, minilm, posts) -> LocalSearch:  # type: ignore[no-untyped-def]
-    edge_store.upsert(posts, minilm.embed([p.text for p in posts]).tolist())
-    return LocalSearch(Searcher(edge_store, minilm))
+@pytest.fixture(scope="session")
+def post_vectors(minilm, posts) -> list[list[float]]:  # type: ignore[no-untyped-def]
+    return minilm.embed([p.text for p in posts]).tolist()  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def feed(tmp_path_factory, minilm, posts, post_vectors) -> Iterator[LocalSearch]:  # type: ignore[no-untyped-def]
+    """Search over a real Qdrant Edge shard holding 60 real Bluesky posts (read-only, shared:
+    building a shard and embedding the posts once saves seconds a test)."""
+    from retrieval.edge_store import EdgeStore
+
+    store = EdgeStore(tmp_path_factory.mktemp("bot-feed") / "shard", minilm.dim)
+    store.upsert(posts, post_vectors)
+    yield LocalSearch(Searcher(store, minilm))
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def shared_redis_url(tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """One real redis-server for the session (stopping one takes seconds); tests flush it."""
+    from quipfeed.embedded_redis import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path_factory.mktemp("bot-redis"))
+    yield server.ensure_running()
+    server.stop()
 
 
 @pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
+async def redis_client(shared_redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(shared_redis_url)
+    await client.flushall()
     yield client
     await client.aclose()
 

@@ -36,14 +36,18 @@ class ScriptedEngine:
             self._turn += 1
         words = text.split(" ")
         for i, word in enumerate(words):
-            if self.gate is not None and i == 1:
+            if self.gate is not None and i == 2:  # after "word word" shows "word "
                 await self.gate.wait()
             if self.delay:
                 await asyncio.sleep(self.delay)
             yield Chunk(text=word if i == 0 else " " + word)
         yield Chunk(finish_reason="stop")
-        yield Chunk(usage=Usage(prompt_tokens=sum(len(m.content) for m in messages) // 4,
-                                completion_tokens=len(words)))
+        yield Chunk(
+            usage=Usage(
+                prompt_tokens=sum(len(m.content) for m in messages) // 4,
+                completion_tokens=len(words),
+            )
+        )
 
     async def generate(
         self, messages: Sequence[ChatMessage], params: SamplingParams | None = None

@@ -27,10 +27,14 @@ async def run(events) -> tuple[str, TurnResult]:  # type: ignore[no-untyped-def]
     return "".join(shown), result
 
 
-async def test_tiny_model_turn_streams_a_grounded_reply_and_remembers_it(make_chat, tiny_bot_engine):
+async def test_tiny_model_turn_streams_a_grounded_reply_and_remembers_it(
+    make_chat, tiny_bot_engine
+):
     chat: Chat = make_chat(tiny_bot_engine)
     conv = await chat.new_conversation("alice")
-    shown, result = await run(chat.ask(conv.id, "alice", "What are people saying about Tesla?", as_of=AS_OF))
+    shown, result = await run(
+        chat.ask(conv.id, "alice", "What are people saying about Tesla?", as_of=AS_OF)
+    )
     assert result.searched and result.query == "What are people saying about Tesla?"
     assert shown.strip()  # streamed something
     line = await chat.path(conv.id, "alice")
@@ -91,7 +95,9 @@ async def test_follow_up_is_rewritten_from_the_previous_query(make_chat):
     engine = ScriptedEngine(["First [1].", "Second [1]."])
     chat: Chat = make_chat(engine)
     conv = await chat.new_conversation("alice")
-    await run(chat.ask(conv.id, "alice", "What are people saying about Tesla on Mastodon?", as_of=AS_OF))
+    await run(
+        chat.ask(conv.id, "alice", "What are people saying about Tesla on Mastodon?", as_of=AS_OF)
+    )
     _, second = await run(chat.ask(conv.id, "alice", "and what about Bluesky?", as_of=AS_OF))
     assert second.query is not None
     assert "tesla" in second.query and "bluesky" in second.query and "mastodon" not in second.query
@@ -109,7 +115,9 @@ async def test_next_turn_prompt_starts_with_the_previous_prompt_and_reply(make_c
     assert second[0].role == "system" and "quip" in second[0].content
 
 
-async def test_prefix_layout_shares_tokens_with_the_tiny_models_template(make_chat, tiny_bot_engine):
+async def test_prefix_layout_shares_tokens_with_the_tiny_models_template(
+    make_chat, tiny_bot_engine
+):
     from inference.layout import shared_prefix_ratio
 
     chat: Chat = make_chat(tiny_bot_engine)
@@ -120,10 +128,15 @@ async def test_prefix_layout_shares_tokens_with_the_tiny_models_template(make_ch
     from inference.messages import ChatMessage
 
     persona = chat.personas["quip"].system_prompt()
-    turn1 = [ChatMessage(role="system", content=persona),
-             ChatMessage(role="user", content=line[0].model_text())]
-    turn2 = [*turn1, ChatMessage(role="assistant", content=line[1].model_text()),
-             ChatMessage(role="user", content=line[2].model_text())]
+    turn1 = [
+        ChatMessage(role="system", content=persona),
+        ChatMessage(role="user", content=line[0].model_text()),
+    ]
+    turn2 = [
+        *turn1,
+        ChatMessage(role="assistant", content=line[1].model_text()),
+        ChatMessage(role="user", content=line[2].model_text()),
+    ]
     ids1 = tiny_bot_engine.prompt_ids(turn1)
     ids2 = tiny_bot_engine.prompt_ids(turn2)
     # Everything of turn 1's prompt except the opened assistant header is reused by turn 2.
@@ -173,7 +186,9 @@ async def test_edit_question_adds_a_sibling_question_with_its_own_answer(make_ch
     conv = await chat.new_conversation("alice")
     _, first = await run(chat.ask(conv.id, "alice", "What about Tesla?", as_of=AS_OF))
     _, second = await run(
-        chat.edit_question(conv.id, "alice", first.question_id, "What about the House vote?", as_of=AS_OF)
+        chat.edit_question(
+            conv.id, "alice", first.question_id, "What about the House vote?", as_of=AS_OF
+        )
     )
     versions = await chat.versions(conv.id, "alice", first.question_id)
     assert [v.id for v in versions] == [first.question_id, second.question_id]
@@ -200,7 +215,12 @@ async def test_two_turns_in_one_conversation_never_interleave(make_chat):
     _, one = await run(first)
     _, two = await waiting
     line = await chat.path(conv.id, "alice")
-    assert [m.id for m in line] == [one.question_id, one.message_id, two.question_id, two.message_id]
+    assert [m.id for m in line] == [
+        one.question_id,
+        one.message_id,
+        two.question_id,
+        two.message_id,
+    ]
 
 
 async def test_conversations_survive_a_redis_restart(tmp_path, feed, personas):
@@ -226,3 +246,24 @@ async def test_conversations_survive_a_redis_restart(tmp_path, feed, personas):
     finally:
         await client.aclose()
         server.stop()
+
+
+async def test_a_turn_over_the_openai_compatible_server(make_chat, tiny_bot_engine):
+    """The SGLang path: streaming and structured suggestions through the OpenAI API."""
+    from inference.openai_engine import OpenAIEngine
+    from inference.serve import ServerThread
+
+    with_server = ServerThread(tiny_bot_engine).start()
+    engine = OpenAIEngine(with_server.url)
+    try:
+        await engine.start()
+        chat: Chat = make_chat(engine)
+        conv = await chat.new_conversation("alice", persona="wire")
+        shown, result = await run(chat.ask(conv.id, "alice", "What about Tesla?", as_of=AS_OF))
+        assert shown.strip() and result.searched
+        line = await chat.path(conv.id, "alice")
+        assert line[1].model == engine.model_name and line[1].persona == "wire"
+        assert line[1].tokens > 0
+    finally:
+        await engine.aclose()
+        with_server.stop()

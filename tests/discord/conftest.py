@@ -26,9 +26,9 @@ from bot.discord.views import TEMPLATE, AnswerButton
 from bot.search import LocalSearch
 from retrieval.post import Post
 from retrieval.search import Searcher
-from tests.bot.conftest import AS_OF, personas  # noqa: F401
-from tests.conftest import BLUESKY_200
+from tests.bot.conftest import AS_OF, personas, tiny_bot_engine  # noqa: F401
 from tests.bot.scripted_engine import ScriptedEngine
+from tests.conftest import BLUESKY_200
 
 MISSING: Any = discord.utils.MISSING
 
@@ -70,8 +70,12 @@ class FakeResponse:
         view: discord.ui.View = MISSING,
     ) -> None:
         self._respond("message")
-        self._i.calls.append(("send_message", {"content": content, "ephemeral": ephemeral,
-                                               "allowed_mentions": allowed_mentions}))
+        self._i.calls.append(
+            (
+                "send_message",
+                {"content": content, "ephemeral": ephemeral, "allowed_mentions": allowed_mentions},
+            )
+        )
         text = content if content is not None else (embed.description if embed else "")
         if ephemeral:
             self._i.ephemeral.append(text or "")
@@ -95,8 +99,9 @@ class FakeFollowup:
     ) -> Any:
         if not self._i.response.is_done():
             raise discord.NotFound(_FakeHTTPResponse(404), "Unknown Webhook")
-        self._i.calls.append(("followup", {"content": content, "view": view,
-                                           "allowed_mentions": allowed_mentions}))
+        self._i.calls.append(
+            ("followup", {"content": content, "view": view, "allowed_mentions": allowed_mentions})
+        )
         if ephemeral:
             self._i.ephemeral.append(content or "")
             return None
@@ -142,11 +147,15 @@ class FakeInteraction:
         allowed_mentions: discord.AllowedMentions = MISSING,
         embed: discord.Embed = MISSING,
     ) -> discord.Message:
-        self.calls.append(("edit_original", {"content": content, "view": view,
-                                              "allowed_mentions": allowed_mentions}))
+        self.calls.append(
+            (
+                "edit_original",
+                {"content": content, "view": view, "allowed_mentions": allowed_mentions},
+            )
+        )
         if self.original is None:
             raise discord.NotFound(_FakeHTTPResponse(404), "Unknown Webhook")  # type: ignore[arg-type]
-        await self.original.edit(content=content, view=view)
+        self.original = await self.original.edit(content=content, view=view)
         return self.original
 
 
@@ -168,11 +177,16 @@ async def reply(content: str, channel: Any, member: discord.Member, to: int) -> 
     """A member's message replying to message `to` (dpytest's `message()` cannot set a
     reference), dispatched like any message event."""
     data = factories.make_message_dict(
-        channel, member, content=content,
+        channel,
+        member,
+        content=content,
         mentions=backend.find_user_mentions(content, channel.guild),
     )
-    data["message_reference"] = {"message_id": to, "channel_id": channel.id,
-                                 "guild_id": channel.guild.id}
+    data["message_reference"] = {
+        "message_id": to,
+        "channel_id": channel.id,
+        "guild_id": channel.guild.id,
+    }
     state = backend.get_state()
     state.parse_message_create(data)
     backend._cur_config.messages.setdefault(channel.id, []).append(data)  # type: ignore[union-attr]
@@ -230,7 +244,7 @@ def feed(edge_store, minilm, embedded_posts) -> LocalSearch:  # type: ignore[no-
 
 
 @pytest.fixture
-def make_discord_chat(redis_client, feed, personas) -> Callable[..., Chat]:  # type: ignore[no-untyped-def]
+def make_discord_chat(redis_client, feed, personas) -> Callable[..., Chat]:  # type: ignore[no-untyped-def]  # noqa: F811
     def make(engine: Any, **config: Any) -> Chat:
         config.setdefault("max_reply_tokens", 24)
         return Chat(redis_client, engine, feed, personas, ChatConfig(**config))
@@ -254,5 +268,11 @@ def last_channel_messages(channel: Any) -> list[dict[str, Any]]:
 
 
 __all__ = [
-    "AS_OF", "TEMPLATE", "AnswerButton", "FakeInteraction", "make_bot", "press", "reply",
+    "AS_OF",
+    "TEMPLATE",
+    "AnswerButton",
+    "FakeInteraction",
+    "make_bot",
+    "press",
+    "reply",
 ]

@@ -3,6 +3,7 @@ over the real conversation layer."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import discord
@@ -29,17 +30,17 @@ def cmd(bot: QuipBot, name: str) -> Any:
     return found
 
 
-async def run(bot: QuipBot, name: str, interaction: FakeInteraction, **params: Any) -> None:
+async def run(bot: QuipBot, name: str, interaction: FakeInteraction, /, **params: Any) -> None:
     """Invoke like discord.py does: tree check, cog check, command checks, then the callback."""
     command = cmd(bot, name)
     if not await bot.tree.interaction_check(interaction):  # type: ignore[arg-type]
         return
     binding = command.binding
     if binding is not None and hasattr(binding, "interaction_check"):
-        if not await binding.interaction_check(interaction):
+        if not await discord.utils.maybe_coroutine(binding.interaction_check, interaction):
             return
     for check in command.checks:
-        if not check(interaction):
+        if not await discord.utils.maybe_coroutine(check, interaction):
             return
     await command.callback(binding, interaction, **params)
 
@@ -49,7 +50,9 @@ def ctx() -> tuple[Any, Any, Any]:
     return cfg.channels[0], cfg.members[0], cfg.members[1]
 
 
-async def ask(bot: QuipBot, question: str = "What is said about Tesla?", user: Any = None) -> FakeInteraction:
+async def ask(
+    bot: QuipBot, question: str = "What is said about Tesla?", user: Any = None
+) -> FakeInteraction:
     channel, alice, _ = ctx()
     i = FakeInteraction(bot, user or alice, channel)
     await run(bot, "ask", i, question=question)
@@ -60,10 +63,13 @@ async def test_ask_defers_at_once_then_edits_the_answer_in_with_sources(discord_
     i = await ask(discord_bot)
     assert i.response.kind == "defer_thinking"  # the 3-second deadline is met before any work
     edits = [c for c in i.calls if c[0] == "edit_original"]
-    assert edits and all(c[1]["allowed_mentions"] == discord.AllowedMentions.none() for c in edits)
+    none = discord.AllowedMentions.none().to_dict()
+    assert edits and all(c[1]["allowed_mentions"].to_dict() == none for c in edits)
     final = i.original
     assert final is not None
-    assert final.content.startswith("> What is said about Tesla?\nTesla is in the news [1](<https://")
+    assert final.content.startswith(
+        "> What is said about Tesla?\nTesla is in the news [1](<https://"
+    )
     assert "-# Sources: [1](<" in final.content
     assert "@everyone" not in final.content
     ref = await discord_bot.state.answer(final.id)
@@ -72,7 +78,9 @@ async def test_ask_defers_at_once_then_edits_the_answer_in_with_sources(discord_
 
 async def test_a_long_answer_continues_in_follow_up_messages(make_discord_chat, redis_client):
     long = " ".join(f"word{n}" for n in range(700))  # ~5,500 characters
-    bot = await make_bot(make_discord_chat(ScriptedEngine([long]), max_reply_tokens=None), redis_client)
+    bot = await make_bot(
+        make_discord_chat(ScriptedEngine([long]), max_reply_tokens=None), redis_client
+    )
     dpytest.configure(bot, members=2)
     i = await ask(bot)
     followups = [c for c in i.calls if c[0] == "followup"]
@@ -84,7 +92,9 @@ async def test_a_long_answer_continues_in_follow_up_messages(make_discord_chat, 
     await dpytest.empty_queue()
 
 
-async def test_buttons_keep_working_after_a_restart(discord_bot: QuipBot, make_discord_chat, redis_client):
+async def test_buttons_keep_working_after_a_restart(
+    discord_bot: QuipBot, make_discord_chat, redis_client
+):
     channel, alice, bob = ctx()
     first = await ask(discord_bot)
     msg = first.original
@@ -135,7 +145,10 @@ async def test_a_suggested_follow_up_button_asks_it_in_the_same_conversation(dis
     ref = await discord_bot.state.answer(follow.original.id)
     assert ref is not None
     line = await discord_bot.turns.chat.path(ref.cid, owner_key(alice.id))
-    assert [m.content for m in line if m.role == "user"] == ["What is said about Tesla?", "What happened next?"]
+    assert [m.content for m in line if m.role == "user"] == [
+        "What is said about Tesla?",
+        "What happened next?",
+    ]
 
 
 async def test_model_down_is_a_message_a_person_can_act_on(make_discord_chat, redis_client):
@@ -182,7 +195,9 @@ async def test_trending_answers_from_recent_posts(discord_bot: QuipBot):
     assert i.original is not None and "-# Sources:" in i.original.content
 
 
-@pytest.mark.parametrize("perms", [discord.Permissions.none(), discord.Permissions(manage_channels=True)])
+@pytest.mark.parametrize(
+    "perms", [discord.Permissions.none(), discord.Permissions(manage_channels=True)]
+)
 async def test_feed_commands_need_manage_server(discord_bot: QuipBot, redis_client, perms):
     channel, alice, _ = ctx()
     i = FakeInteraction(discord_bot, alice, channel, permissions=perms)
@@ -208,7 +223,10 @@ async def test_feed_add_list_remove_reach_the_shared_registry(discord_bot: QuipB
     await run(discord_bot, "feed remove", rm, feed=spec)
     assert "Stopped following" in rm.ephemeral[0]
     changes = await redis_client.xrange(CHANGES_KEY)
-    assert [(c[1][b"op"], c[1][b"spec"].decode()) for c in changes] == [(b"add", spec), (b"remove", spec)]
+    assert [(c[1][b"op"], c[1][b"spec"].decode()) for c in changes] == [
+        (b"add", spec),
+        (b"remove", spec),
+    ]
 
 
 async def test_persona_per_channel_needs_manage_channels_and_is_used(discord_bot: QuipBot):
@@ -248,3 +266,51 @@ async def test_help_is_private(discord_bot: QuipBot):
     i = FakeInteraction(discord_bot, alice, channel)
     await run(discord_bot, "help", i)
     assert i.ephemeral and "/ask" in i.ephemeral[0]
+
+
+async def test_feeds_can_be_limited_to_the_operators_server(make_discord_chat, redis_client):
+    bot = await make_bot(make_discord_chat(ScriptedEngine()), redis_client, feed_guild_ids=[1])
+    dpytest.configure(bot, members=2)
+    channel, alice, _ = ctx()
+    i = FakeInteraction(bot, alice, channel, permissions=ADMIN)
+    await run(bot, "feed add", i, kind="rss", target="https://example.org/feed.xml")
+    assert "operator's own server" in i.ephemeral[0]
+    assert await redis_client.hlen(FEEDS_KEY) == 0
+    await dpytest.empty_queue()
+
+
+async def test_a_deleted_answer_message_does_not_leave_the_conversation_locked(
+    discord_bot: QuipBot,
+):
+    channel, alice, _ = ctx()
+    i = FakeInteraction(discord_bot, alice, channel)
+
+    async def gone(**kwargs: Any) -> Any:
+        raise discord.NotFound(type("R", (), {"status": 404, "reason": "x"})(), "Unknown Message")
+
+    i.edit_original_response = gone  # type: ignore[method-assign]
+    await run(discord_bot, "ask", i, question="What is said about Tesla?")
+    cids = await discord_bot.state.take_conversations(channel.id, alice.id)
+    assert len(cids) == 1
+    key = f"quipfeed:bot:conv:{cids[0]}:lock"
+    for _ in range(100):  # released as the abandoned turn is closed, not at the lock's TTL
+        if not await discord_bot.turns.chat.store.r.exists(key):
+            break
+        await asyncio.sleep(0.02)
+    assert not await discord_bot.turns.chat.store.r.exists(key)
+
+
+async def test_the_conversation_layers_rate_limit_reads_as_a_polite_message(
+    make_discord_chat, redis_client
+):
+    from bot.limits import Limits
+
+    chat = make_discord_chat(ScriptedEngine(["ok"]), limits=Limits(messages_per_minute=1))
+    bot = await make_bot(chat, redis_client)
+    dpytest.configure(bot, members=2)
+    await ask(bot)
+    second = await ask(bot)
+    assert second.original is not None
+    assert second.original.content.startswith("> What is said about Tesla?\n⏳ Slow down:")
+    assert "try again in" in second.original.content
+    await dpytest.empty_queue()

@@ -150,6 +150,9 @@ class FakeServer:
                 k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
             }
             body = await reader.readexactly(int(headers.get("content-length", "0")))
+            if method not in ("GET", "POST"):
+                # e.g. sglang-router's HTTP/2 preface ("PRI *") while it detects the protocol.
+                return
             if method == "GET":
                 await status(200 if path == "/health" else 404)(writer)
                 return

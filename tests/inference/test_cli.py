@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +18,18 @@ import typer
 from typer.testing import CliRunner
 
 from quipfeed.cli_inference import register
+
+# Runs quipfeed's inference commands in a child process, registered as quipfeed's CLI does.
+_CLI = (
+    "import typer; from quipfeed.cli_inference import register; a = typer.Typer(); "
+    "b = typer.Typer(); a.add_typer(b, name='bench'); register(a, b); a()"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -129,3 +143,60 @@ def test_serve_model_serves_over_http_in_a_real_process(tiny_model_path: Path) -
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("sglang-router") is None, reason="sglang-router not installed")
+def test_serve_model_with_workers_runs_them_behind_the_router_and_stops_them_all(
+    tiny_model_path: Path,
+) -> None:
+    port, metrics_port = _free_port(), _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _CLI,
+            "serve-model",
+            "--model",
+            str(tiny_model_path),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            "--workers",
+            "1",
+            "--router-metrics-port",
+            str(metrics_port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    router, worker = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
+    try:
+        for _ in range(1200):
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                listed = httpx.get(router + "/workers", timeout=1).json()["workers"]
+                if [w["url"] for w in listed if w["is_healthy"]] == [worker]:
+                    break
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)
+        r = httpx.post(
+            router + "/v1/chat/completions",
+            timeout=60,
+            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+        )
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 3
+        assert (
+            "smg_router_requests_total"
+            in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        )
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert f"QUIPFEED_MODEL__URL={router}/v1" in err
+    # SIGTERM stopped the router and the worker too, not just the parent.
+    for url in (router, worker):
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url + "/health", timeout=2)

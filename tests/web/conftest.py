@@ -134,8 +134,42 @@ class LiveServer:
         self._thread.join(15)
 
 
+TREND_PREFIX = "quipfeed:test-trend"
+
+
+def record_trending(redis_url: str, posts: list[Post], tag: str) -> None:
+    """Count copies of real `posts`, tagged `tag` and dated now, as the indexer would."""
+    import redis.asyncio as aioredis
+
+    from retrieval.trending import TrendCounter
+
+    now = datetime.now(UTC)
+    copies = [
+        p.model_copy(update={"id": f"{p.id}#{tag}", "created_at": now, "hashtags": [tag]})
+        for p in posts
+    ]
+
+    async def go() -> None:
+        client = aioredis.from_url(redis_url)
+        try:
+            await TrendCounter(client, TREND_PREFIX).record(copies)
+        finally:
+            await client.aclose()
+
+    # A thread of its own: Playwright's sync API keeps an event loop running in this one.
+    worker = threading.Thread(target=asyncio.run, args=(go(),))
+    worker.start()
+    worker.join(30)
+
+
 def make_app_factory(
-    redis_url: str, store: Any, embedder: Any, engine: Any, **options: Any
+    redis_url: str,
+    store: Any,
+    embedder: Any,
+    engine: Any,
+    *,
+    trending: bool = True,
+    **options: Any,
 ) -> Callable[[], Awaitable[Any]]:
     async def make() -> Any:
         import redis.asyncio as aioredis
@@ -145,12 +179,14 @@ def make_app_factory(
         from bot.persona import load_personas
         from bot.search import LocalSearch
         from bot.web.app import create_app
-        from bot.web.bot_service import BotChatService
+        from bot.web.bot_service import BotChatService, counter_trending
         from bot.web.options import WebOptions
         from retrieval.search import Searcher
+        from retrieval.trending import TrendCounter
 
+        pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=32, timeout=30)
         chat = Chat(
-            aioredis.from_url(redis_url),
+            aioredis.Redis(connection_pool=pool),
             engine,
             LocalSearch(Searcher(store, embedder)),
             load_personas(),
@@ -164,7 +200,8 @@ def make_app_factory(
             "concurrent_turns_per_owner": 4,
         }
         opts.update(options)
-        return create_app(BotChatService(chat), WebOptions(**opts))
+        source = counter_trending(TrendCounter(chat.store.r, TREND_PREFIX)) if trending else None
+        return create_app(BotChatService(chat, trending=source), WebOptions(**opts))
 
     return make
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.web.conftest import SECRET, LiveServer, sse_events
+from tests.web.conftest import SECRET, LiveServer, record_trending, sse_events
 
 QUESTION = "What are people saying about the rocket launch?"
 
@@ -306,7 +306,7 @@ async def test_oversized_requests_are_refused_with_413(
         assert chunked.status_code == 413
 
 
-def test_personas_search_and_trending(client: httpx.Client) -> None:
+def test_personas_and_search(client: httpx.Client) -> None:
     names = [p["name"] for p in client.get("/v1/personas").json()]
     assert {"quip", "plain", "wire"} <= set(names)
     cards = client.get("/v1/search", params={"q": "rocket launch hostile post", "k": 3}).json()
@@ -314,9 +314,27 @@ def test_personas_search_and_trending(client: httpx.Client) -> None:
     assert cards[0]["author"] == "mallory.bsky.social"
     assert cards[0]["url"] is None  # a javascript: URL is never handed to a browser
     assert client.get("/v1/search", params={"q": ""}).status_code == 422
-    trending = client.get("/v1/trending")
-    assert trending.status_code == 503
-    assert "trending" in trending.json()["error"]["message"]
+
+
+def test_trending_lists_topics_the_indexer_counted(
+    client: httpx.Client, web_redis_url: str, web_posts: list[Any]
+) -> None:
+    record_trending(web_redis_url, web_posts[:5], "quipfeedlaunchday")
+    items = client.get("/v1/trending", params={"limit": 50}).json()
+    item = next(i for i in items if i["label"] == "#quipfeedlaunchday")
+    assert item["posts"] == 5
+    assert 1 <= len(item["sample"]) <= 3
+    assert {c["text"] for c in item["sample"]} <= {p.text[:280] for p in web_posts[:5]}
+
+
+async def test_a_server_without_a_trending_source_says_so(
+    web_redis_url: str, web_store: Any, minilm: Any
+) -> None:
+    app = await _factory(web_redis_url, web_store, minilm, trending=False)
+    async with _client(app) as c:
+        auth = {"Authorization": "Bearer " + (await c.post("/v1/session")).json()["token"]}
+        r = await c.get("/v1/trending", headers=auth)
+        assert r.status_code == 503 and "trending" in r.json()["error"]["message"]
 
 
 def test_unknown_ids_and_bad_input_answer_4xx_with_a_message(client: httpx.Client) -> None:
@@ -396,12 +414,20 @@ def test_widget_and_demo_page_are_served(live: LiveServer) -> None:
     assert page.status_code == 200 and 'src="/widget.js"' in page.text
 
 
-async def _factory(web_redis_url: str, web_store: Any, minilm: Any, **options: Any) -> Any:
+async def _factory(
+    web_redis_url: str, web_store: Any, minilm: Any, *, trending: bool = True, **options: Any
+) -> Any:
     from tests.bot.scripted_engine import ScriptedEngine
     from tests.web.conftest import make_app_factory
 
     return await make_app_factory(
-        web_redis_url, web_store, minilm, ScriptedEngine(["ok"]), session_secret=SECRET, **options
+        web_redis_url,
+        web_store,
+        minilm,
+        ScriptedEngine(["ok"]),
+        trending=trending,
+        session_secret=SECRET,
+        **options,
     )()
 
 

@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from tests.web.conftest import ARTIFACTS, CHROMIUM, DroppingProxy, LiveServer, free_port
+from tests.web.conftest import (
+    ARTIFACTS,
+    CHROMIUM,
+    DroppingProxy,
+    LiveServer,
+    free_port,
+    record_trending,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -317,8 +324,13 @@ def test_reconnects_after_a_network_drop_without_losing_the_partial_answer(
 
 
 def test_suggestions_persona_switcher_trending_stop_and_phone_layout(
-    browser: Any, scripted_live: LiveServer, host_pages: HostPages
+    browser: Any,
+    scripted_live: LiveServer,
+    host_pages: HostPages,
+    web_redis_url: str,
+    web_posts: list[Any],
 ) -> None:
+    record_trending(web_redis_url, web_posts[10:14], "quipfeedwidgettrend")
     context = browser.new_context(
         viewport={"width": 390, "height": 800}, is_mobile=True, has_touch=True
     )
@@ -340,7 +352,8 @@ def test_suggestions_persona_switcher_trending_stop_and_phone_layout(
         assert set(persona.locator("option").all_inner_texts()) >= {"quip", "plain", "wire"}
         persona.select_option("plain")
         page.get_by_role("button", name="Trending now").click()
-        page.get_by_text("Trending isn't available on this server yet.").wait_for()
+        topic = page.get_by_role("button", name="#quipfeedwidgettrend")
+        topic.wait_for()
         shot(page, "16-trending-panel")
         page.get_by_role("button", name="Trending now").click()
         # Stop generation: the Send button turns into Stop while a reply streams.

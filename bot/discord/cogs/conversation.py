@@ -17,15 +17,27 @@ from bot.discord.stream import InteractionSink, MessagesSink
 if TYPE_CHECKING:
     from bot.discord.client import QuipBot
 
-WINDOWS = {"1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(days=1),
-           "3d": timedelta(days=3), "7d": timedelta(days=7)}
+WINDOWS = {
+    "1h": timedelta(hours=1),
+    "6h": timedelta(hours=6),
+    "24h": timedelta(days=1),
+    "3d": timedelta(days=3),
+    "7d": timedelta(days=7),
+}
 WINDOW_CHOICES = [
     app_commands.Choice(name=n, value=k)
-    for k, n in (("1h", "last hour"), ("6h", "last 6 hours"), ("24h", "last 24 hours"),
-                 ("3d", "last 3 days"), ("7d", "last 7 days"))
+    for k, n in (
+        ("1h", "last hour"),
+        ("6h", "last 6 hours"),
+        ("24h", "last 24 hours"),
+        ("3d", "last 3 days"),
+        ("7d", "last 7 days"),
+    )
 ]
 MAX_QUESTION = 1_500
-EMPTY_MENTION = "Ask me something after the mention, e.g. *what are people saying about the launch?*"
+EMPTY_MENTION = (
+    "Ask me something after the mention, e.g. *what are people saying about the launch?*"
+)
 
 
 def _home_channel(channel: Any) -> int:
@@ -82,7 +94,8 @@ class Conversation(commands.Cog):
         gone = await self.bot.turns.forget(cids, owner_key(interaction.user.id))
         word = "conversation" if gone == 1 else "conversations"
         await interaction.response.send_message(
-            f"Forgot {gone} {word} of yours in this channel." if gone
+            f"Forgot {gone} {word} of yours in this channel."
+            if gone
             else "You have no conversations with me in this channel.",
             ephemeral=True,
         )
@@ -102,13 +115,17 @@ class Conversation(commands.Cog):
         if len(question) > MAX_QUESTION:
             await interaction.response.send_message(
                 f"That question is too long ({len(question)} characters); keep it under "
-                f"{MAX_QUESTION}.", ephemeral=True)
+                f"{MAX_QUESTION}.",
+                ephemeral=True,
+            )
             return
         if persona is not None and not self.bot.turns.has_persona(persona):
             known = ", ".join(sorted(self.bot.turns.chat.personas))
             await interaction.response.send_message(
                 f"There is no persona called `{discord.utils.escape_markdown(persona)}`; "
-                f"try one of: {known}.", ephemeral=True)
+                f"try one of: {known}.",
+                ephemeral=True,
+            )
             return
         wait = await self.bot.state.cool_down(interaction.user.id, self.bot.options.cooldown_s)
         if wait:
@@ -148,24 +165,29 @@ class Conversation(commands.Cog):
         base = await self._replied_answer(message)
         in_thread = None
         if base is None and isinstance(message.channel, discord.Thread):
-            in_thread = await self.bot.state.thread(message.channel.id) or \
-                await self.bot.state.answer(message.channel.id)
+            in_thread = await self.bot.state.thread(
+                message.channel.id
+            ) or await self.bot.state.answer(message.channel.id)
             base = in_thread
         if not (is_dm or base is not None or mentions_bot(message, me.id)):
             return
         if is_dm and not self.bot.options.allow_dms:
-            await message.reply(
-                "I don't answer direct messages here. Mention me in a server channel instead.",
-                mention_author=False,
-            )
+            # Said once per cooldown, so a stream of DMs does not get a stream of refusals.
+            if not await self.bot.state.cool_down(message.author.id, self.bot.options.cooldown_s):
+                await message.reply(
+                    "I don't answer direct messages here. Mention me in a server channel instead.",
+                    mention_author=False,
+                )
             return
         text = question_text(message, me.id)
         if not text:
             await message.reply(EMPTY_MENTION, mention_author=False)
             return
         if len(text) > MAX_QUESTION:
-            await message.reply(f"That's too long for me; keep it under {MAX_QUESTION} characters.",
-                                mention_author=False)
+            await message.reply(
+                f"That's too long for me; keep it under {MAX_QUESTION} characters.",
+                mention_author=False,
+            )
             return
         wait = await self.bot.state.cool_down(message.author.id, self.bot.options.cooldown_s)
         if wait:
@@ -174,8 +196,9 @@ class Conversation(commands.Cog):
         channel_id = message.channel.id
         if base is None:
             owner = owner_key(message.author.id)
-            persona = await self.bot.state.persona_for(_home_channel(message.channel),
-                                                       message.guild.id if message.guild else None)
+            persona = await self.bot.state.persona_for(
+                _home_channel(message.channel), message.guild.id if message.guild else None
+            )
             cid = await self.bot.turns.new_conversation(owner, persona)
             await self.bot.state.remember_conversation(channel_id, message.author.id, cid)
             after = None
@@ -196,8 +219,10 @@ class Conversation(commands.Cog):
             asker_id=message.author.id,
             channel_id=channel_id,
         )
-        if ref is not None and isinstance(message.channel, discord.Thread) and (
-            in_thread is not None or await self.bot.state.thread(message.channel.id)
+        if (
+            ref is not None
+            and isinstance(message.channel, discord.Thread)
+            and (in_thread is not None or await self.bot.state.thread(message.channel.id))
         ):
             await self.bot.state.save_thread(message.channel.id, ref)
 

@@ -32,6 +32,13 @@ class Feeds(commands.GroupCog, group_name="feed", group_description="What the fe
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         # `default_permissions` only hides the commands; a server can override that, so the
         # permission is checked again on every use.
+        allowed = self.bot.options.feed_guild_ids
+        if allowed is not None and interaction.guild_id not in allowed:
+            await interaction.response.send_message(
+                "Feeds are managed from the bot operator's own server, not from this one.",
+                ephemeral=True,
+            )
+            return False
         if interaction.permissions.manage_guild:
             return True
         await interaction.response.send_message(
@@ -55,7 +62,9 @@ class Feeds(commands.GroupCog, group_name="feed", group_description="What the fe
             return
         await interaction.response.send_message(
             f"Now following **{discord.utils.escape_markdown(label)}**; the ingester picks it "
-            "up within seconds." if added else f"Already following **{label}**.",
+            "up within seconds."
+            if added
+            else f"Already following **{label}**.",
             ephemeral=True,
         )
 

@@ -40,17 +40,22 @@ class Personas(commands.Cog):
             known = ", ".join(sorted(self.bot.turns.chat.personas))
             await interaction.response.send_message(
                 f"There is no persona called `{discord.utils.escape_markdown(name)}`; "
-                f"try one of: {known}.", ephemeral=True)
+                f"try one of: {known}.",
+                ephemeral=True,
+            )
             return
         perms = interaction.permissions
         needed, allowed = (
-            ("Manage Server", perms.manage_guild) if server_default
+            ("Manage Server", perms.manage_guild)
+            if server_default
             else ("Manage Channels", perms.manage_channels)
         )
         if not allowed:
             await interaction.response.send_message(
                 f"You need the **{needed}** permission to change the persona "
-                f"{'for the server' if server_default else 'in this channel'}.", ephemeral=True)
+                f"{'for the server' if server_default else 'in this channel'}.",
+                ephemeral=True,
+            )
             return
         if server_default:
             await self.bot.state.set_persona("guild", int(interaction.guild_id or 0), name)
@@ -72,9 +77,12 @@ class Personas(commands.Cog):
     async def show(self, interaction: discord.Interaction) -> None:
         channel = interaction.channel
         home = getattr(channel, "parent_id", None) if isinstance(channel, discord.Thread) else None
-        name = await self.bot.state.persona_for(
-            int(home or interaction.channel_id or 0), interaction.guild_id
-        ) or DEFAULT_PERSONA
+        name = (
+            await self.bot.state.persona_for(
+                int(home or interaction.channel_id or 0), interaction.guild_id
+            )
+            or DEFAULT_PERSONA
+        )
         persona = self.bot.turns.chat.personas.get(name)
         about = f" — {discord.utils.escape_markdown(persona.description)}" if persona else ""
         await interaction.response.send_message(

@@ -335,7 +335,7 @@ class Widget {
         for (const t of items) {
           box.append(h("div", { class: "trend" },
             h("button", { class: "chip", type: "button", text: t.label, onclick: () => { this.showDrawer(null); this.submit("What are people saying about " + t.label + "?"); } }),
-            h("span", { class: "when", text: " " + t.posts + " posts" })));
+            h("span", { class: "when", text: " " + t.posts + " posts · " + (t.growth ? "×" + t.growth : "new") })));
         }
       } catch (e) {
         box.textContent = e.status === 503 ? "Trending isn't available on this server yet." : e.message;

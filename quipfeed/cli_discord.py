@@ -1,0 +1,153 @@
+"""`quipfeed bot discord`: the Discord bot. `quipfeed/cli.py` calls `register(app)`; `quipfeed up`
+may call `run_discord(settings)` when `QUIPFEED_DISCORD__TOKEN` is set.
+
+Composition lives here: settings → Redis, store and search, engine → `bot.chat.Chat` →
+`bot.discord.QuipBot`. `/feed add` specs are validated with `ingest.sources.spec.open_source`
+(the bot itself never imports `ingest`). Discord options the settings tree does not hold yet are
+read from the environment under the names they would have there:
+`QUIPFEED_DISCORD__DEV_GUILD_ID`, `__ALLOW_DMS`, `__COOLDOWN_S`, `__EDIT_INTERVAL_S`,
+`__JETSTREAM_URL`, `__FEED_GUILD_IDS` (JSON list). The token is never printed or logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from quipfeed.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+class DiscordEnv(BaseSettings):
+    """Discord options from `QUIPFEED_DISCORD__…` beyond the token."""
+
+    model_config = SettingsConfigDict(env_prefix="QUIPFEED_DISCORD__", extra="ignore")
+
+    dev_guild_id: int | None = None
+    allow_dms: bool = False
+    cooldown_s: float = Field(default=5.0, ge=0)
+    edit_interval_s: float = Field(default=1.2, ge=0)
+    jetstream_url: str | None = None
+    feed_guild_ids: list[int] | None = None
+
+
+def discord_options(env: DiscordEnv | None = None) -> Any:
+    from bot.discord.options import DiscordOptions
+
+    env = env or DiscordEnv()
+    values: dict[str, Any] = {
+        "dev_guild_id": env.dev_guild_id,
+        "allow_dms": env.allow_dms,
+        "cooldown_s": env.cooldown_s,
+        "edit_interval_s": env.edit_interval_s,
+        "feed_guild_ids": env.feed_guild_ids,
+    }
+    if env.jetstream_url:
+        values["jetstream_url"] = env.jetstream_url
+    return DiscordOptions(**values)
+
+
+def validate_feed_spec(spec: str) -> None:
+    """Raises `SourceSpecError` (a `ValueError`) for a spec the ingester would refuse. Builds the
+    source object only to check it: nothing connects anywhere."""
+    from ingest.sources.spec import open_source
+
+    if spec.strip().startswith("jsonl:"):
+        # A Discord admin must not point the server's ingester at its local files.
+        raise ValueError("jsonl: sources read local files; add them in the server's config")
+    open_source(spec)
+
+
+async def run_discord(settings: Settings, *, tiny: bool = False) -> None:
+    """Run the bot until it is stopped (Ctrl-C / SIGTERM / `bot.close()`)."""
+    import discord
+    import redis.asyncio as aioredis
+
+    from bot.chat import Chat
+    from bot.discord import DiscordState, FeedRegistry, QuipBot, Turns
+    from bot.persona import load_personas
+    from bot.search import LocalSearch
+    from quipfeed.cli_web import open_engine
+    from quipfeed.runtime import embedder_for, open_store, redis_url
+    from retrieval.search import Searcher
+
+    if settings.discord.token is None or not settings.discord.token.get_secret_value().strip():
+        raise typer.BadParameter(
+            "no Discord token: set QUIPFEED_DISCORD__TOKEN (see docs/discord.md)"
+        )
+    token = settings.discord.token.get_secret_value().strip()
+    options = discord_options()
+    embedder = await asyncio.to_thread(embedder_for, settings)
+    store = open_store(settings, embedder.dim)
+    engine = await open_engine(settings, tiny)
+    try:
+        with redis_url(settings) as url:
+            client = aioredis.from_url(url)
+            search = LocalSearch(
+                Searcher(store, embedder),
+                half_life=timedelta(hours=settings.search.half_life_hours),
+            )
+            chat = Chat(client, engine, search, load_personas())
+            bot = QuipBot(
+                Turns(chat), DiscordState(client), FeedRegistry(client, validate_feed_spec), options
+            )
+            try:
+                async with bot:
+                    await bot.start(token)
+            except discord.LoginFailure:
+                raise typer.BadParameter(
+                    "Discord rejected the token (QUIPFEED_DISCORD__TOKEN); copy it again from "
+                    "the Developer Portal's Bot page"
+                ) from None
+            except discord.PrivilegedIntentsRequired:
+                raise typer.BadParameter(
+                    "enable the Message Content intent for this application (Developer Portal → "
+                    "Bot → Privileged Gateway Intents)"
+                ) from None
+            finally:
+                await client.aclose()
+    finally:
+        await engine.aclose()
+        store.close()
+
+
+def bot_discord(
+    tiny: Annotated[
+        bool, typer.Option(help="Answer with a tiny random model (a plumbing demo, gibberish).")
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="A quipfeed.toml (default: ./quipfeed.toml).")
+    ] = None,
+) -> None:
+    """Run the Discord bot (token from QUIPFEED_DISCORD__TOKEN)."""
+    try:
+        settings = load_settings(config)
+    except (FileNotFoundError, ValueError) as e:
+        typer.secho(f"error: bad settings: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    from quipfeed import logs
+
+    logs.configure(os.environ.get("QUIPFEED_LOG_LEVEL", "INFO"))
+    try:
+        asyncio.run(run_discord(settings, tiny=tiny))
+    except typer.BadParameter as e:
+        typer.secho(f"error: {e.message}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `bot` group with `discord` to `app`."""
+    bot_app = typer.Typer(help="Chat surfaces: run quipfeed as a bot.", no_args_is_help=True)
+    bot_app.command("discord")(bot_discord)
+    app.add_typer(bot_app, name="bot")

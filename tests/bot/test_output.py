@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.citations import link_citations, markers
+from bot.models import Source
+from bot.output import SafeStream, safe_text, safe_url
+from retrieval.post import Post
+
+
+def test_mass_and_id_mentions_are_neutralised():
+    out = safe_text("hey @everyone and @here, ping <@123> <@&456> <#789>")
+    assert "@everyone" not in out and "@here" not in out
+    assert "<@" not in out and "<#" not in out
+    assert "everyone" in out and "123" in out  # still readable
+
+
+def test_html_and_unsafe_links_are_removed():
+    out = safe_text("a <img src=x onerror=alert(1)> b <!-- c --> [x](javascript:alert(1)) d <b")
+    assert "<img" not in out and "<!--" not in out and "javascript:" not in out
+    assert "<b" not in out
+    assert out.startswith("a ") and "d" in out
+    assert safe_text("1 < 2 and 3 > 2") == "1 < 2 and 3 > 2"
+
+
+def test_safe_url_keeps_only_plain_http_links():
+    assert safe_url("https://bsky.app/x") == "https://bsky.app/x"
+    assert safe_url("javascript:alert(1)") is None
+    assert safe_url("https://a.b/<script>") is None
+
+
+@given(st.text(alphabet="ab <>/@everyonejavascript:[]()\n", max_size=80), st.data())
+def test_streamed_text_equals_sanitised_whole(text: str, data: st.DataObject):
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=6)))
+    parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    stream = SafeStream()
+    shown = "".join(stream.feed(p) for p in parts) + stream.finish()
+    assert shown == safe_text(text)
+    assert safe_text(shown) == shown
+
+
+def _source(n: int, url: str | None) -> Source:
+    post = Post(id=f"p{n}", text="t", created_at="2024-05-01T00:00:00Z", url=url)  # type: ignore[arg-type]
+    return Source(number=n, post=post)
+
+
+def test_citations_link_known_numbers_and_drop_the_rest():
+    sources = [_source(1, "https://bsky.app/1"), _source(2, "javascript:alert(1)")]
+    text, cited = link_citations("A [1]. B [2]. C [3]. D [2, 1]. E [see](https://x.y).", sources)
+    assert (
+        text
+        == "A [1](https://bsky.app/1). B [2]. C. D [2][1](https://bsky.app/1). E [see](https://x.y)."
+    )
+    assert [s.number for s in cited] == [1, 2]
+    assert markers("x [1] y [2,3]") == [1, 2, 3]
