@@ -25,6 +25,10 @@ from retrieval.trending import TrendCounter
 
 log = logging.getLogger(__name__)
 
+# The shared feed list (`/feed add` in Discord writes it): spec → JSON, and a change stream.
+FEEDS_KEY = "quipfeed:feeds"
+FEED_CHANGES_KEY = "quipfeed:feeds:changes"
+
 PUBLISH_BATCH = 256
 SOURCE_QUEUE = 2048
 RETENTION_EVERY_S = 600.0
@@ -80,6 +84,7 @@ class Daemon:
     started_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
+        self.pumps: dict[str, asyncio.Task[None]] = {}
         for source in self.sources:
             self.states[source.spec] = SourceState(source.spec, source.finite)
         self.indexers = [
@@ -103,19 +108,23 @@ class Daemon:
         stop: asyncio.Event,
         once: bool = False,
         on_progress: Callable[[Progress], None] | None = None,
+        follow_feeds: bool = False,
     ) -> None:
         """Run until `stop` is set or, with `once`, until every source has ended and every
-        change it published is indexed."""
+        change it published is indexed. With `follow_feeds`, feeds added to or removed from
+        the shared feed list (Redis `quipfeed:feeds`) start and stop while it runs."""
         if once and not all(s.finite for s in self.sources):
             endless = [s.spec for s in self.sources if not s.finite]
             raise ValueError(f"--once needs sources that end; these do not: {', '.join(endless)}")
         await self.bus.ensure_group()
         index_stop = asyncio.Event()
-        pumps = [
-            asyncio.create_task(self._pump(s, stop), name=f"pump {s.spec}") for s in self.sources
-        ]
+        for source in self.sources:
+            self._start_pump(source, stop)
+        pumps = list(self.pumps.values())
         workers = [asyncio.create_task(i.run(index_stop), name="indexer") for i in self.indexers]
         chores = [asyncio.create_task(self._chores(stop, on_progress), name="chores")]
+        if follow_feeds and not once:
+            chores.append(asyncio.create_task(self._follow_feed_list(stop), name="feeds"))
         try:
             if once:
                 sources_done: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*pumps))
@@ -131,13 +140,58 @@ class Daemon:
         finally:
             stop.set()
             index_stop.set()
-            for task in pumps + chores:
+            for task in list(self.pumps.values()) + chores:
                 task.cancel()
             # Indexers finish the batch in hand (it is then acknowledged), then stop.
             await asyncio.gather(*workers, return_exceptions=True)
-            await asyncio.gather(*pumps, *chores, return_exceptions=True)
+            await asyncio.gather(*self.pumps.values(), *chores, return_exceptions=True)
             if on_progress:
                 on_progress(await self.progress())
+
+    def _start_pump(self, source: Source, stop: asyncio.Event) -> None:
+        self.states.setdefault(source.spec, SourceState(source.spec, source.finite))
+        self.pumps[source.spec] = asyncio.create_task(
+            self._pump(source, stop), name=f"pump {source.spec}"
+        )
+
+    async def _follow_feed_list(self, stop: asyncio.Event) -> None:
+        """Keep the running sources in step with the shared feed list."""
+        client = self.bus.client
+        last_id = "0-0"
+        if await client.exists(FEED_CHANGES_KEY):
+            last_id = _s((await client.xinfo_stream(FEED_CHANGES_KEY))["last-generated-id"])
+        for spec in await client.hkeys(FEEDS_KEY):
+            self._add_feed(_s(spec), stop)
+        while not stop.is_set():
+            reply: Any = await client.xread({FEED_CHANGES_KEY: last_id}, block=1000, count=100)
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    last_id = _s(entry_id)
+                    change = {_s(k): _s(v) for k, v in fields.items()}
+                    if change.get("op") == "add":
+                        self._add_feed(change.get("spec", ""), stop)
+                    elif change.get("op") == "remove":
+                        self._remove_feed(change.get("spec", ""))
+
+    def _add_feed(self, spec: str, stop: asyncio.Event) -> None:
+        if spec in self.pumps and not self.pumps[spec].done():
+            return
+        from ingest.sources.spec import open_source
+
+        try:
+            source = open_source(spec)
+        except Exception as exc:  # a bad spec in the shared list must not stop the daemon
+            log.warning("feed list: cannot open source", extra={"spec": spec, "error": repr(exc)})
+            return
+        log.info("feed list: following", extra={"spec": spec})
+        self._start_pump(source, stop)
+
+    def _remove_feed(self, spec: str) -> None:
+        task = self.pumps.pop(spec, None)
+        if task is not None:
+            task.cancel()
+            self.states[spec].state = "removed"
+            log.info("feed list: stopped following", extra={"spec": spec})
 
     async def _pump(self, source: Source, stop: asyncio.Event) -> None:
         state = self.states[source.spec]
@@ -265,3 +319,7 @@ class Daemon:
             "indexers": len(self.indexers),
             "sources": {s.spec: s.__dict__ for s in self.states.values()},
         }
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -160,6 +160,7 @@ def _serve_replicas(
     policy: str,
     metrics_port: int,
 ) -> None:
+    import shutil
     import signal
     import time
     from types import FrameType
@@ -169,6 +170,9 @@ def _serve_replicas(
     def _stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt  # SIGTERM (docker stop, kill) stops the children like Ctrl-C
 
+    if shutil.which("sglang-router") is None:
+        typer.echo("error: --workers needs sglang-router (pip install sglang-router)", err=True)
+        raise typer.Exit(1)
     signal.signal(signal.SIGTERM, _stop)
 
     pool = WorkerPool(

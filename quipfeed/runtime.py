@@ -172,7 +172,7 @@ async def run_ingest(
             port = bound_port(host, port)
             async with _serve(build_app(daemon, Searcher(store, embedder)), host, port):
                 daemon_file.write(f"http://{host}:{port}")
-                await daemon.run(stop, once=once, on_progress=on_progress)
+                await daemon.run(stop, once=once, on_progress=on_progress, follow_feeds=not once)
             report = {"sources": {s: st.__dict__ for s, st in daemon.states.items()}}
             report["progress"] = (await daemon.progress()).__dict__
             await bus.client.aclose()

@@ -10,7 +10,6 @@ Turns stream as Server-Sent Events: `turn` (ids), `token`…, `citations`, `sugg
 """
 
 import inspect
-import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -46,7 +45,6 @@ from bot.web.service import CitationCard as CitationCardModel
 from bot.web.sessions import ApiKeys, BadToken, Identity, SessionSigner
 from bot.web.sse import aclose, produce, stream
 
-log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
 

@@ -29,6 +29,7 @@ BODY = {"messages": MESSAGES, "max_tokens": 4, "temperature": 0}
         "/model_info",
         "/get_model_info",
         "/v1/models",
+        "/get_load",
         "/metrics",
     ],
 )

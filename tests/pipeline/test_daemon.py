@@ -97,3 +97,33 @@ async def test_two_workers_share_the_work_without_duplicates(redis_url, edge_sto
     daemon = await run_once(redis_url, edge_store, minilm, [source], workers=2, batch_size=16)
     assert edge_store.count() == 120
     assert await daemon.bus.lag() == 0
+
+
+async def test_feeds_added_to_the_shared_list_start_while_the_daemon_runs(
+    redis_url, edge_store, minilm, tmp_path
+) -> None:
+    from ingest.daemon import FEED_CHANGES_KEY, FEEDS_KEY
+
+    feed = tmp_path / "late.jsonl"
+    feed.write_text("\n".join(post_json(i) for i in range(5)) + "\n")
+    bus = Bus(aioredis.from_url(redis_url), "t:posts", "indexers")
+    daemon = Daemon([], bus, edge_store, minilm, DaemonConfig())
+    stop = asyncio.Event()
+    running = asyncio.create_task(daemon.run(stop, follow_feeds=True))
+    await asyncio.sleep(0.5)
+    spec = f"jsonl:{feed}"
+    await bus.client.hset(FEEDS_KEY, spec, "{}")
+    await bus.client.xadd(FEED_CHANGES_KEY, {"op": "add", "spec": spec})
+    for _ in range(200):
+        if edge_store.count() == 5:
+            break
+        await asyncio.sleep(0.1)
+    assert edge_store.count() == 5
+    await bus.client.xadd(FEED_CHANGES_KEY, {"op": "remove", "spec": spec})
+    for _ in range(50):
+        if spec not in daemon.pumps:
+            break
+        await asyncio.sleep(0.1)
+    assert spec not in daemon.pumps
+    stop.set()
+    await asyncio.wait_for(running, timeout=30)
