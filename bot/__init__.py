@@ -1,1 +1,4 @@
-"""Conversations and their surfaces (Discord, web). Imports retrieval and inference; nothing imports it."""
+"""Conversations and their surfaces (terminal, Discord, web).
+
+Imports retrieval and inference; nothing imports bot.
+"""

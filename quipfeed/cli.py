@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from quipfeed import cli_inference
+from quipfeed import cli_bot, cli_discord, cli_inference, cli_web
 from quipfeed.durations import parse_instant, parse_span
 from quipfeed.settings import Settings, load_settings
 
@@ -287,7 +287,10 @@ def bench_ingest(
 
 
 # Each part's commands live beside its composition code; this file only lists them.
+cli_bot.register(app, eval_app)
 cli_inference.register(app, bench_app)
+cli_web.register(app, bench_app)
+cli_discord.register(app)
 
 if __name__ == "__main__":
     app()

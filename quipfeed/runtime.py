@@ -30,11 +30,12 @@ from ingest.sources.spec import open_source
 from quipfeed.embedded_redis import EmbeddedRedis
 from quipfeed.settings import Settings
 from retrieval.embedder import Embedder, open_embedder
+from retrieval.evaluation import DEVSET_POSTS
 from retrieval.search import Searcher
 from retrieval.store import PostStore
 
 # The attributed sample bundled with quipfeed (real MIT-licensed posts; see its README).
-SAMPLE_FEED = Path(retrieval.devset.__file__).parent / "posts.jsonl"
+SAMPLE_FEED = DEVSET_POSTS
 
 
 @contextlib.contextmanager
