@@ -29,6 +29,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	bash .ci/compose-check
 
 test: lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider

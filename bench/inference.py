@@ -428,15 +428,19 @@ async def run(
 # ---- replicas behind sglang-router ---------------------------------------------------------
 
 
+# One request of the chat workload: (turn index, ttft seconds, cached tokens, prompt tokens)
+ChatRow = tuple[int, float, int, int]
+
+
 async def _chat_workload(
     url: str, tag: str, conversations: int, turns: int, max_tokens: int
-) -> dict[str, Any]:
+) -> tuple[list[ChatRow], float]:
     """`conversations` chats in flight together, each `turns` turns laid out as the conversation
     layer does (persona, earlier turns verbatim, then this turn's posts and question). Every
     prompt is distinct per `tag`, so runs on the same workers do not share cache."""
     engine = OpenAIEngine(url, first_token_timeout=300)
     params = SamplingParams(max_tokens=max_tokens, temperature=0)
-    rows: list[tuple[int, float, int, int]] = []  # (turn, ttft, cached, prompt)
+    rows: list[ChatRow] = []
 
     async def chat(c: int) -> None:
         persona = f"[{tag} conversation {c}] " + SYSTEM
@@ -466,16 +470,23 @@ async def _chat_workload(
         wall = time.perf_counter() - started
     finally:
         await engine.aclose()
+    return rows, wall
+
+
+def _summarise(rows: list[ChatRow], walls: list[float]) -> dict[str, Any]:
+    """Cached share and TTFT over turns 2.. of every run given (turn-1 TTFT for reference)."""
     first = [r for r in rows if r[0] == 0]
-    later = [r for r in rows if r[0] > 0] or first  # a one-turn (warm-up) run has no later turns
+    later = [r for r in rows if r[0] > 0]
     later_ttft = sorted(r[1] for r in later)
     return {
+        "runs": len(walls),
         "requests": len(rows),
-        "wall_s": round(wall, 2),
+        "wall_s_median": round(statistics.median(walls), 2),
         "cached_share_from_turn_2": round(
             sum(r[2] for r in later) / max(1, sum(r[3] for r in later)), 3
         ),
         "ttft_ms_median_from_turn_2": round(statistics.median(later_ttft) * 1e3, 1),
+        "ttft_ms_mean_from_turn_2": round(statistics.mean(later_ttft) * 1e3, 1),
         "ttft_ms_p90_from_turn_2": round(later_ttft[int(0.9 * (len(later_ttft) - 1))] * 1e3, 1),
         "ttft_ms_median_turn_1": round(statistics.median(r[1] for r in first) * 1e3, 1),
         "prompt_tokens_mean_from_turn_2": round(statistics.mean(r[3] for r in later), 1),
@@ -502,6 +513,7 @@ async def run_router(
     conversations: int = 16,
     turns: int = 6,
     max_tokens: int = 16,
+    repeats: int = 3,
     model_path: Path | None = None,
     prefix_cache_tokens: int = 65_536,
 ) -> dict[str, Any]:
@@ -513,6 +525,7 @@ async def run_router(
         "conversations": conversations,
         "turns": turns,
         "max_tokens": max_tokens,
+        "repeats": repeats,
         "cpus": os.cpu_count(),
         "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
     }
@@ -528,9 +541,15 @@ async def run_router(
                 path, 1, prefix_cache_tokens=cache, max_batch_size=conversations
             ) as pool:
                 await _chat_workload(pool.urls[0], "warm-up", 2, 1, 2)
-                report[key] = await _chat_workload(
-                    pool.urls[0], key, conversations, turns, max_tokens
-                )
+                rows: list[ChatRow] = []
+                walls: list[float] = []
+                for rep in range(repeats):
+                    r, w = await _chat_workload(
+                        pool.urls[0], f"{key} {rep}", conversations, turns, max_tokens
+                    )
+                    rows += r
+                    walls.append(w)
+                report[key] = _summarise(rows, walls)
         with WorkerPool(
             path, 2, prefix_cache_tokens=prefix_cache_tokens, max_batch_size=conversations
         ) as pool:
@@ -538,22 +557,39 @@ async def run_router(
                 ("c_router_cache_aware", "cache_aware"),
                 ("d_router_round_robin", "round_robin"),
             )
-            for key, policy in runs:
-                before = _worker_split(pool.urls)
-                options = RouterOptions(policy=policy)
-                with Router(pool.urls, options=options) as router:
-                    await _chat_workload(router.url, f"warm-up {policy}", 2, 1, 2)
-                    figures = await _chat_workload(
-                        router.url, key, conversations, turns, max_tokens
-                    )
-                    after = _worker_split(pool.urls)
-                    figures["per_worker_requests"] = [
-                        a["requests"] - b["requests"] for a, b in zip(after, before, strict=True)
-                    ]
+            # Both routers front the same two workers; runs alternate c, d, c, d... so drift in
+            # the machine's load falls on both alike. Distinct prompts per run: no shared cache.
+            routers = {key: Router(pool.urls, options=RouterOptions(policy=p)) for key, p in runs}
+            try:
+                for router in routers.values():
+                    router.start()
+                    await _chat_workload(router.url, f"warm-up {router.options.policy}", 2, 1, 2)
+                results: dict[str, tuple[list[ChatRow], list[float], list[float]]] = {
+                    key: ([], [], [0.0, 0.0]) for key in routers
+                }
+                for rep in range(repeats):
+                    for key, router in routers.items():
+                        before = _worker_split(pool.urls)
+                        r, w = await _chat_workload(
+                            router.url, f"{key} {rep}", conversations, turns, max_tokens
+                        )
+                        after = _worker_split(pool.urls)
+                        rows_, walls_, split = results[key]
+                        rows_ += r
+                        walls_.append(w)
+                        for i in range(2):
+                            split[i] += after[i]["requests"] - before[i]["requests"]
+                for key, router in routers.items():
+                    rows_, walls_, split = results[key]
+                    figures = _summarise(rows_, walls_)
+                    figures["per_worker_requests"] = split
                     figures["router_retries"] = metric_value(
                         router.metrics(), "smg_worker_retries_total"
                     )
-                report[key] = figures
+                    report[key] = figures
+            finally:
+                for router in routers.values():
+                    router.stop()
     report["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
     return report
 
@@ -561,7 +597,8 @@ async def run_router(
 def format_router_report(report: dict[str, Any]) -> str:
     lines = [
         f"== {report['conversations']} conversations x {report['turns']} turns, "
-        f"{report['max_tokens']} tokens per reply, {report['model']} "
+        f"{report['max_tokens']} tokens per reply, {report['repeats']} runs each, "
+        f"{report['model']} "
         f"({report['cpus']} CPUs, load {report['load_avg_1m_at_start']} -> "
         f"{report['load_avg_1m_at_end']}) =="
     ]
@@ -576,8 +613,9 @@ def format_router_report(report: dict[str, Any]) -> str:
         lines.append(
             f"  ({key[0]}) {key[2:]:20} cached {100 * f['cached_share_from_turn_2']:5.1f}%  "
             f"ttft median {f['ttft_ms_median_from_turn_2']:7.1f} ms  "
+            f"mean {f['ttft_ms_mean_from_turn_2']:7.1f} ms  "
             f"p90 {f['ttft_ms_p90_from_turn_2']:7.1f} ms  (turn 1: {f['ttft_ms_median_turn_1']} ms)"
-            f"  wall {f['wall_s']} s{split}"
+            f"  wall {f['wall_s_median']} s{split}"
         )
     lines.append(
         "  goal: (b), (c) cached >= 80% from turn 2; (c) beats (d) on cached share and TTFT"

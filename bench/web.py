@@ -308,7 +308,9 @@ def main(
                     (statistics.median(painted) - statistics.median(api)) * 1000, 1
                 )
             else:
-                report["browser_first_token_painted"] = "skipped (no /usr/bin/chromium)"
+                report["browser_first_token_painted"] = (
+                    "skipped (--no-browser)" if not browser else "skipped (no /usr/bin/chromium)"
+                )
             report["concurrent"] = asyncio.run(concurrent_streams(server.url, streams))
     if as_json:
         print(json.dumps(report, indent=2))

@@ -19,6 +19,7 @@ What sglang-router 0.3.2 does with workers (observed, not assumed; see docs/scal
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -167,7 +168,11 @@ class _Child:
         self._log.close()
 
 
-def _wait_until(check: Any, child: _Child, what: str, timeout_s: float) -> None:
+def _answers_200(url: str) -> bool:
+    return httpx.get(url, timeout=2).status_code == 200
+
+
+def _wait_until(check: Callable[[], bool], child: _Child, what: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not child.alive:
@@ -253,7 +258,7 @@ class WorkerPool:
             # Started together, awaited together: loading overlaps.
             for i, (child, url) in enumerate(zip(self.workers, self.urls, strict=True)):
                 _wait_until(
-                    lambda u=url: httpx.get(u + "/health", timeout=2).status_code == 200,
+                    functools.partial(_answers_200, url + "/health"),
                     child,
                     f"worker {i} ({url})",
                     timeout_s,

@@ -86,6 +86,13 @@ def ingest(
         typer.Option(min=0, help="jsonl replay speed: 0 = as fast as possible, 1 = real time."),
     ] = 0.0,
     workers: Annotated[int | None, typer.Option(min=1, help="Indexer workers.")] = None,
+    indexer_only: Annotated[
+        bool,
+        typer.Option(
+            "--indexer-only",
+            help="Run indexer workers and no sources (scale out: more consumers, one group).",
+        ),
+    ] = False,
     host: Annotated[str | None, typer.Option(help="Health/metrics/search address.")] = None,
     port: Annotated[int | None, typer.Option(help="Its port (0: any free one).")] = None,
     as_json: JsonOpt = False,
@@ -102,7 +109,7 @@ def ingest(
     if workers:
         settings.ingest.workers = workers
     try:
-        sources = open_sources(source or settings.ingest.sources, speed)
+        sources = [] if indexer_only else open_sources(source or settings.ingest.sources, speed)
     except (SourceSpecError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     if once and not all(s.finite for s in sources):
@@ -137,6 +144,52 @@ def ingest(
         f"indexed {p['indexed']} posts from {p['events']} events; "
         f"{p['dead']} dead letters; bus lag {p['lag']}",
     )
+
+
+@app.command()
+def up(
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--source", "-s", help="Feeds (default: settings, else the sample feed)."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to serve on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Web chat, widget and API port.")] = None,
+    ingest_port: Annotated[
+        int | None, typer.Option(help="Ingest health/metrics port (0: any free one).")
+    ] = None,
+    tiny: Annotated[
+        bool, typer.Option(help="Answer with a tiny random model (a plumbing demo: gibberish).")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Everything on one machine: ingest, the web chat and widget, the Discord bot with a token."""
+    from ingest.sources import SourceSpecError
+    from quipfeed.runtime import open_sources, sample_spec
+    from quipfeed.up import run_up
+
+    settings = settings_from(config)
+    specs = source or settings.ingest.sources or [sample_spec()]
+    try:
+        sources = open_sources(specs, 0.0)
+    except (SourceSpecError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    try:
+        asyncio.run(
+            run_up(
+                settings,
+                sources,
+                host=host or settings.web.host,
+                port=settings.web.port if port is None else port,
+                ingest_port=settings.ingest.port if ingest_port is None else ingest_port,
+                tiny=tiny,
+            )
+        )
+    except Exception as exc:
+        from retrieval.store import StoreUnavailable
+
+        if isinstance(exc, StoreUnavailable | OSError | ValueError):
+            fail(str(exc))
+        raise
 
 
 @ingest_app.command("dead-letters")

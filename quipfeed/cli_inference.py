@@ -233,7 +233,8 @@ def bench_inference(
         int, typer.Option(min=1, help="Requests per run = max(concurrency, 4) × rounds.")
     ] = 1,
     repeats: Annotated[
-        int, typer.Option(min=1, help="Alternating raw/ours runs per level; medians kept.")
+        int,
+        typer.Option(min=1, help="Alternating raw/ours runs per level (--router: runs per setup)."),
     ] = 3,
     max_tokens: Annotated[int, typer.Option(min=1, max=4096)] = 32,
     turns: Annotated[
@@ -269,6 +270,7 @@ def bench_inference(
             conversations=conversations,
             turns=chat_turns,
             max_tokens=max_tokens,
+            repeats=repeats,
             model_path=model,
         )
         return

@@ -118,38 +118,32 @@ async def web_app(
 
     from bot.chat import Chat
     from bot.persona import load_personas
-    from bot.search import LocalSearch
     from bot.web.app import create_app
     from bot.web.bot_service import BotChatService, counter_trending
     from ingest.daemon import trend_prefix
-    from quipfeed.runtime import embedder_for, open_store, redis_url
-    from retrieval.search import Searcher
+    from quipfeed.cli_bot import open_search
+    from quipfeed.runtime import redis_url
     from retrieval.trending import TrendCounter
 
-    embedder = await asyncio.to_thread(embedder_for, settings)
-    store = open_store(settings, embedder.dim)
     engine = await open_engine(settings, tiny)
     try:
-        with redis_url(settings) as url:
-            # A pool that waits for a free connection instead of failing when every one is busy
-            # (hundreds of concurrent turns each hold one for a moment).
-            pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=30)
-            client = aioredis.Redis(connection_pool=pool)
-            search = LocalSearch(
-                Searcher(store, embedder),
-                half_life=timedelta(hours=settings.search.half_life_hours),
-            )
-            chat = Chat(client, engine, search, load_personas(), chat_config)
-            counter = TrendCounter(client, trend_prefix(settings.redis.stream))
-            window = timedelta(minutes=WebEnv().trending_window_minutes)
-            service = BotChatService(chat, trending=counter_trending(counter, window))
-            try:
-                yield create_app(service, web_options(settings))
-            finally:
-                await client.aclose()
+        # The running ingest daemon's search when it owns the shard, else the shard opened here.
+        async with open_search(settings) as search:
+            with redis_url(settings) as url:
+                # A pool that waits for a free connection instead of failing when all are busy
+                # (hundreds of concurrent turns each hold one for a moment).
+                pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=30)
+                client = aioredis.Redis(connection_pool=pool)
+                chat = Chat(client, engine, search, load_personas(), chat_config)
+                counter = TrendCounter(client, trend_prefix(settings.redis.stream))
+                window = timedelta(minutes=WebEnv().trending_window_minutes)
+                service = BotChatService(chat, trending=counter_trending(counter, window))
+                try:
+                    yield create_app(service, web_options(settings))
+                finally:
+                    await client.aclose()
     finally:
         await engine.aclose()
-        store.close()
 
 
 async def serve(settings: Settings, host: str, port: int, *, tiny: bool) -> None:
@@ -178,12 +172,17 @@ def web(
     except (FileNotFoundError, ValueError) as e:
         typer.secho(f"error: bad settings: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
+    from quipfeed.cli_bot import Refused
+
     try:
         asyncio.run(
             serve(settings, host or settings.web.host, port or settings.web.port, tiny=tiny)
         )
     except KeyboardInterrupt:
         pass
+    except Refused as e:  # no store, no daemon, …: the message says what to change
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
 
 
 def _bench_module() -> ModuleType:

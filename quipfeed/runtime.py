@@ -79,6 +79,49 @@ def open_store(settings: Settings, dim: int) -> PostStore:
     return EdgeStore(settings.data_dir / "qdrant" / settings.qdrant.collection, dim)
 
 
+NO_MODEL_CONFIGURED = (
+    "no model: set QUIPFEED_MODEL__URL (an OpenAI-compatible server such as SGLang), "
+    "QUIPFEED_MODEL__PATH (a local model folder), or pass --tiny for a plumbing demo"
+)
+
+
+async def open_engine(
+    settings: Settings, *, tiny: bool = False, url: str | None = None, path: str | None = None
+) -> Any:
+    """The model engine: `url` / `model.url` (SGLang or any OpenAI-compatible server), `path` /
+    `model.path` (a local folder, in process), or with `tiny` a freshly built tiny random model
+    (plumbing demos: its text is gibberish). Raises `ValueError` when none is configured."""
+    model = settings.model.model_copy(
+        update={k: v for k, v in {"url": url, "path": path}.items() if v}
+    )
+    if tiny:
+        import tempfile
+
+        from inference.local import LocalEngine
+        from inference.tiny_model import build_tiny_moe
+
+        folder = Path(tempfile.mkdtemp(prefix="quipfeed-tiny-")) / "tiny-moe"
+        await asyncio.to_thread(build_tiny_moe, folder, context_window=8192)
+        return await LocalEngine.aload(folder, device="cpu", prefix_cache_tokens=16_384)
+    if model.url:
+        from inference.openai_engine import OpenAIEngine
+
+        return OpenAIEngine.from_settings(model)
+    if model.path:
+        from inference.local import LocalEngine
+
+        return await LocalEngine.aload(model.path, name=model.name, prefix_cache_tokens=16_384)
+    raise ValueError(NO_MODEL_CONFIGURED)
+
+
+SHARED_SAMPLE = Path("../shared/data/bluesky/bluesky_posts_2024-05-01_to_05-23.jsonl")
+
+
+def sample_spec() -> str:
+    """The public sample beside a checkout when it is there, else the bundled one."""
+    return f"jsonl:{SHARED_SAMPLE}" if SHARED_SAMPLE.is_file() else "sample"
+
+
 def resolve_spec(spec: str) -> str:
     """`sample` names the bundled sample feed, so the demo works without ../shared."""
     return f"jsonl:{SAMPLE_FEED}" if spec.strip() == "sample" else spec
@@ -171,7 +214,7 @@ async def run_ingest(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             port = bound_port(host, port)
-            async with _serve(build_app(daemon, Searcher(store, embedder)), host, port):
+            async with serve_app(build_app(daemon, Searcher(store, embedder)), host, port):
                 daemon_file.write(f"http://{host}:{port}")
                 await daemon.run(stop, once=once, on_progress=on_progress, follow_feeds=not once)
             report = {"sources": {s: st.__dict__ for s, st in daemon.states.items()}}
@@ -193,7 +236,7 @@ class _QuietServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def _serve(app: Any, host: str, port: int) -> AsyncIterator[None]:
+async def serve_app(app: Any, host: str, port: int) -> AsyncIterator[None]:
     server = _QuietServer(
         uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
     )

@@ -260,6 +260,13 @@ def _filter(spec: FilterSpec) -> q.Filter | None:
     return q.Filter(must=must)
 
 
+def _params(plan: QueryPlan, kind: str) -> q.SearchParams | None:
+    """HNSW beam width for a dense search (sparse vectors have no HNSW)."""
+    if kind == "dense" and plan.hnsw_ef is not None:
+        return q.SearchParams(hnsw_ef=plan.hnsw_ef)
+    return None
+
+
 def _nearest(plan: QueryPlan, kind: str) -> q.Query:
     if kind == "dense":
         return q.Query.Nearest(plan.dense, using=schema.DENSE)
@@ -275,6 +282,7 @@ def _base_request(plan: QueryPlan, kind: str) -> q.QueryRequest:
         filter=_filter(plan.filter),
         with_payload=False,
         with_vector=False,
+        params=_params(plan, kind),
     )
 
 
@@ -285,7 +293,12 @@ def _undecayed(plan: QueryPlan) -> tuple[Any, list[q.Prefetch]]:
         return _nearest(plan, plan.mode), []
     fusion = q.Fusion.Rrf(k=plan.rrf_k) if plan.fusion == "rrf" else q.Fusion.Dbsf()
     prefetches = [
-        q.Prefetch(limit=plan.candidates, query=_nearest(plan, kind), filter=flt)
+        q.Prefetch(
+            limit=plan.candidates,
+            query=_nearest(plan, kind),
+            filter=flt,
+            params=_params(plan, kind),
+        )
         for kind in plan.base_modes
     ]
     return fusion, prefetches
@@ -296,7 +309,11 @@ def _final_request(plan: QueryPlan) -> q.QueryRequest:
     query, prefetches = _undecayed(plan)
     if plan.decay is not None:
         inner = q.Prefetch(
-            limit=plan.candidates, query=query, prefetches=prefetches or None, filter=flt
+            limit=plan.candidates,
+            query=query,
+            prefetches=prefetches or None,
+            filter=flt,
+            params=_params(plan, plan.mode) if not prefetches else None,
         )
         decay = q.Expression.Decay(
             q.DecayKind.Exp,
@@ -321,4 +338,5 @@ def _final_request(plan: QueryPlan) -> q.QueryRequest:
         filter=flt,
         with_payload=True,
         with_vector=False,
+        params=_params(plan, plan.mode) if plan.decay is None else None,
     )

@@ -2,7 +2,9 @@
 
 Posts are indexed into a fresh Qdrant Edge shard (embedded here, not through ingest), every
 query runs at its own `now` (posts after it are invisible), and the same queries run in four
-configurations so the gain of each part is visible: dense, sparse, hybrid, hybrid+decay.
+configurations so the gain of each part is visible: dense, sparse, hybrid, hybrid+decay, then
+the full `Searcher` pipeline with one stage at a time (+diversity, +understanding) and all of
+them (the product default), and the engagement boost at a few weights on top of the default.
 
 Relevance is binary. recall@k is *capped*: hits in the top k divided by min(k, |relevant|),
 so a query with 50 relevant posts can still score 1.0 (a feed bot shows ten, not fifty).
@@ -10,6 +12,7 @@ so a query with 50 relevant posts can still score 1.0 (a feed bot shows ten, not
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -25,7 +28,7 @@ from retrieval.edge_store import EdgeStore
 from retrieval.embedder import Embedder
 from retrieval.plan import Fusion
 from retrieval.post import Post
-from retrieval.search import Searcher
+from retrieval.search import SearchOptions, Searcher
 from retrieval.store import Mode
 
 # The labelled dev set bundled with quipfeed (see devset/README.md for how it was built).
@@ -144,6 +147,14 @@ CONFIGS: dict[str, tuple[Mode, bool]] = {
     "hybrid+decay": ("hybrid", True),
 }
 
+# Full-pipeline configurations (hybrid + decay underneath), each a set of `SearchOptions`.
+PIPELINES: dict[str, SearchOptions] = {
+    "+diversity": SearchOptions(understand=False, threads=False),
+    "+understanding": SearchOptions(diversity=None, threads=False),
+    "default (all)": SearchOptions(),
+}
+ENGAGEMENT_WEIGHTS = (0.1, 0.25, 0.5)
+
 
 def evaluate(
     posts_path: Path,
@@ -158,8 +169,9 @@ def evaluate(
     """Index `posts_path` into a fresh shard under `work_dir`, run every query, score it.
 
     Returns {"recall@10", "ndcg@10", "mrr", "queries", "config", "ablation": {config: metrics},
-    "fusion": {fusion: hybrid+decay metrics}, "by_kind": {kind: metrics}, "embedder"}.
-    The headline figures are for the product's default: hybrid (first fusion) with decay.
+    "fusion": {fusion: hybrid+decay metrics}, "engagement": {weight: metrics},
+    "by_kind": {kind: metrics}, "embedder"}. The headline figures are for the product's
+    default: the full pipeline (hybrid, first fusion, decay, understanding, diversity).
     """
     queries = read_queries(Path(queries_path))
     posts = list(read_posts(Path(posts_path)))
@@ -188,24 +200,53 @@ def evaluate(
             ]
 
         ablation = {name: score_run(run(name, fusions[0]), k) for name in CONFIGS}
+        store.fusion = fusions[0]
+
+        def pipeline(options: SearchOptions) -> list[tuple[list[str], frozenset[str]]]:
+            return [
+                (
+                    [
+                        h.post.id
+                        for h in searcher.search(
+                            q.query, k, as_of=q.now, half_life=half_life, options=options
+                        )
+                    ],
+                    q.relevant,
+                )
+                for q in queries
+            ]
+
+        pipelines = {name: pipeline(opts) for name, opts in PIPELINES.items()}
+        for name, runs in pipelines.items():
+            ablation[name] = score_run(runs, k)
+        default = PIPELINES["default (all)"]
+        engagement = {
+            f"weight {w}": score_run(
+                pipeline(dataclasses.replace(default, engagement_weight=w)), k
+            )
+            for w in ENGAGEMENT_WEIGHTS
+        }
+        engagement["weight 0 (default)"] = ablation["default (all)"]
         by_fusion = {f: score_run(run("hybrid+decay", f), k) for f in fusions}
         by_fusion_plain = {f: score_run(run("hybrid", f), k) for f in fusions}
-        headline_runs = run("hybrid+decay", fusions[0])
+        headline_runs = pipelines["default (all)"]
         kinds: dict[str, list[tuple[list[str], frozenset[str]]]] = {}
         for (ranked, rel), q in zip(headline_runs, queries, strict=True):
             kinds.setdefault(q.kind or "unlabelled", []).append((ranked, rel))
     finally:
         store.close()
         shutil.rmtree(shard, ignore_errors=True)
-    headline = ablation["hybrid+decay"]
+    headline = ablation["default (all)"]
     return {
         **headline,
         "queries": len(queries),
         "posts": len(posts),
-        "config": f"hybrid+decay ({fusions[0]}, half-life {half_life})",
+        "config": f"default: hybrid+decay ({fusions[0]}, half-life {half_life}), query "
+        "understanding, diversity, threads",
         "embedder": embedder.name,
         "ablation": ablation,
         "fusion": {"hybrid+decay": by_fusion, "hybrid": by_fusion_plain},
+        "engagement": engagement,
         "by_kind": {
             kind: {**score_run(r, k), "queries": len(r)} for kind, r in sorted(kinds.items())
         },

@@ -34,6 +34,7 @@ DEFAULT_FUSION: Fusion = "rrf"
 RRF_K = 60
 MAX_LIMIT = 1_000
 MIN_CANDIDATES = 100
+MAX_HNSW_EF = 10_000
 # Extra results fetched beyond `limit` so that ties at the cut are broken the same everywhere.
 TIE_MARGIN = 10
 # Recency multiplies relevance by floor + (1 - floor) * 0.5^(age / half_life). The floor keeps
@@ -85,6 +86,7 @@ class QueryPlan:
     decay: DecaySpec | None
     fusion: Fusion
     rrf_k: int = RRF_K
+    hnsw_ef: int | None = None
 
     @property
     def base_modes(self) -> tuple[Literal["dense", "sparse"], ...]:
@@ -113,6 +115,8 @@ def plan_query(
         raise ValueError(f"query vector has {len(dense)} dimensions, the store has {dim}")
     if request.since and request.as_of and request.since > request.as_of:
         raise ValueError("since is after as_of: the window is empty")
+    if request.hnsw_ef is not None and not 1 <= request.hnsw_ef <= MAX_HNSW_EF:
+        raise ValueError(f"hnsw_ef must be between 1 and {MAX_HNSW_EF}, got {request.hnsw_ef}")
     decay: DecaySpec | None = None
     if request.half_life is not None:
         seconds = request.half_life.total_seconds()
@@ -141,6 +145,7 @@ def plan_query(
         filter=spec,
         decay=decay,
         fusion=fusion,
+        hnsw_ef=request.hnsw_ef,
     )
 
 

@@ -265,6 +265,12 @@ def _using(kind: str) -> str:
     return schema.DENSE if kind == "dense" else schema.SPARSE
 
 
+def _params(plan: QueryPlan, kind: str) -> m.SearchParams | None:
+    if kind == "dense" and plan.hnsw_ef is not None:
+        return m.SearchParams(hnsw_ef=plan.hnsw_ef)
+    return None
+
+
 def _base_request(plan: QueryPlan, kind: str) -> m.QueryRequest:
     return m.QueryRequest(
         query=_nearest(plan, kind),
@@ -273,6 +279,7 @@ def _base_request(plan: QueryPlan, kind: str) -> m.QueryRequest:
         filter=_filter(plan.filter),
         with_payload=False,
         with_vector=False,
+        params=_params(plan, kind),
     )
 
 
@@ -290,12 +297,23 @@ def _final_request(plan: QueryPlan) -> m.QueryRequest:
             else m.FusionQuery(fusion=m.Fusion.DBSF)
         )
         prefetch = [
-            m.Prefetch(query=_nearest(plan, k), using=_using(k), limit=plan.candidates, filter=flt)
+            m.Prefetch(
+                query=_nearest(plan, k),
+                using=_using(k),
+                limit=plan.candidates,
+                filter=flt,
+                params=_params(plan, k),
+            )
             for k in plan.base_modes
         ]
     if plan.decay is not None:
         inner = m.Prefetch(
-            query=query, using=using, prefetch=prefetch, limit=plan.candidates, filter=flt
+            query=query,
+            using=using,
+            prefetch=prefetch,
+            limit=plan.candidates,
+            filter=flt,
+            params=_params(plan, plan.mode) if prefetch is None else None,
         )
         decay = m.ExpDecayExpression(
             exp_decay=m.DecayParamsExpression(
@@ -317,4 +335,5 @@ def _final_request(plan: QueryPlan) -> m.QueryRequest:
         filter=flt,
         with_payload=True,
         with_vector=False,
+        params=_params(plan, plan.mode) if plan.decay is None else None,
     )

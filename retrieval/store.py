@@ -33,6 +33,9 @@ class StoreQuery:
     authors: Sequence[str] = ()
     hashtags: Sequence[str] = ()
     langs: Sequence[str] = ()
+    # HNSW beam width for the dense search; None: the store's default. Larger: slower, closer
+    # to exact.
+    hnsw_ef: int | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class Hit:
     post: Post
     score: float
     why: dict[str, float] = field(default_factory=dict)
+    # Posts this one replies to or quotes, when indexed (retrieval.threads); not ranked.
+    context: tuple[Post, ...] = ()
 
 
 @dataclass(frozen=True)
