@@ -23,14 +23,7 @@ from bot.chat import Chat, ChatConfig, Delta, Done
 from bot.models import TurnResult
 from bot.persona import PersonaError, load_personas
 from bot.search import LocalSearch, PostSearch
-
-NO_MODEL = (
-    "no model to answer with. Set one of:\n"
-    "  QUIPFEED_MODEL__URL=http://127.0.0.1:30000   an OpenAI-compatible server (SGLang; or "
-    "`quipfeed serve-model --tiny` for a demo)\n"
-    "  QUIPFEED_MODEL__PATH=/path/to/model-folder   a local transformers model\n"
-    "(or [model] url/path in quipfeed.toml, or --model-url / --model-path)"
-)
+from quipfeed.runtime import NO_MODEL_CONFIGURED as NO_MODEL
 
 ModelUrl = Annotated[
     str | None, typer.Option("--model-url", help="OpenAI-compatible server (default: model.url).")
@@ -76,32 +69,12 @@ def _settings(config: Path | None) -> Any:
 async def open_engine(settings: Any, url: str | None, path: Path | None) -> Any:
     """The `Engine` for `--model-url`/`--model-path`, else `model.url`/`model.path`."""
     from inference.errors import EngineUnavailable
+    from quipfeed import runtime
 
-    url = url or (None if path else settings.model.url)
-    local = path or (Path(settings.model.path) if settings.model.path and not url else None)
-    if url:
-        from inference.openai_engine import OpenAIEngine
-
-        key = settings.model.api_key.get_secret_value() if settings.model.api_key else None
-        engine = OpenAIEngine(url, model=settings.model.name, api_key=key)
-        try:
-            await engine.start()
-        except EngineUnavailable as e:
-            await engine.aclose()
-            raise Refused(
-                f"{e}\n(is the model server running? see `quipfeed serve-model --help`)"
-            ) from e
-        return engine
-    if local:
-        from inference.local import LocalEngine
-
-        if not local.is_dir():
-            raise Refused(f"model folder not found: {local}")
-        try:
-            return await LocalEngine.aload(local, device="auto", prefix_cache_tokens=16_384)
-        except EngineUnavailable as e:
-            raise Refused(str(e)) from e
-    raise Refused(NO_MODEL)
+    try:
+        return await runtime.open_engine(settings, url=url, path=str(path) if path else None)
+    except (ValueError, EngineUnavailable) as e:
+        raise Refused(str(e)) from e
 
 
 @contextlib.asynccontextmanager

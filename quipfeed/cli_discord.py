@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -67,57 +66,67 @@ def validate_feed_spec(spec: str) -> None:
     open_source(spec)
 
 
-async def run_discord(settings: Settings, *, tiny: bool = False) -> None:
-    """Run the bot until it is stopped (Ctrl-C / SIGTERM / `bot.close()`)."""
-    import discord
-    import redis.asyncio as aioredis
-
-    from bot.chat import Chat
-    from bot.discord import DiscordState, FeedRegistry, QuipBot, Turns
-    from bot.persona import load_personas
-    from bot.search import LocalSearch
-    from quipfeed.cli_web import open_engine
-    from quipfeed.runtime import embedder_for, open_store, redis_url
-    from retrieval.search import Searcher
-
+def _token(settings: Settings) -> str:
     if settings.discord.token is None or not settings.discord.token.get_secret_value().strip():
         raise typer.BadParameter(
             "no Discord token: set QUIPFEED_DISCORD__TOKEN (see docs/discord.md)"
         )
-    token = settings.discord.token.get_secret_value().strip()
-    options = discord_options()
-    embedder = await asyncio.to_thread(embedder_for, settings)
-    store = open_store(settings, embedder.dim)
+    return settings.discord.token.get_secret_value().strip()
+
+
+async def run_discord_bot(settings: Settings, chat: Any, client: Any) -> None:
+    """Run the bot over an existing `bot.chat.Chat` and Redis client until cancelled."""
+    import discord
+
+    from bot.discord import DiscordState, FeedRegistry, QuipBot, Turns
+
+    token = _token(settings)
+    bot = QuipBot(
+        Turns(chat),
+        DiscordState(client),
+        FeedRegistry(client, validate_feed_spec),
+        discord_options(),
+    )
+    try:
+        async with bot:
+            await bot.start(token)
+    except discord.LoginFailure:
+        raise typer.BadParameter(
+            "Discord rejected the token (QUIPFEED_DISCORD__TOKEN); copy it again from "
+            "the Developer Portal's Bot page"
+        ) from None
+    except discord.PrivilegedIntentsRequired:
+        raise typer.BadParameter(
+            "enable the Message Content intent for this application (Developer Portal → "
+            "Bot → Privileged Gateway Intents)"
+        ) from None
+
+
+async def run_discord(settings: Settings, *, tiny: bool = False) -> None:
+    """Run the bot until it is stopped (Ctrl-C / SIGTERM / `bot.close()`). Search goes to the
+    running ingest daemon when one owns the store, else to the store opened here."""
+    import redis.asyncio as aioredis
+
+    from bot.chat import Chat
+    from bot.persona import load_personas
+    from quipfeed.cli_bot import open_search
+    from quipfeed.cli_web import open_engine
+    from quipfeed.runtime import redis_url
+
+    _token(settings)
     engine = await open_engine(settings, tiny)
     try:
-        with redis_url(settings) as url:
-            client = aioredis.from_url(url)
-            search = LocalSearch(
-                Searcher(store, embedder),
-                half_life=timedelta(hours=settings.search.half_life_hours),
-            )
-            chat = Chat(client, engine, search, load_personas())
-            bot = QuipBot(
-                Turns(chat), DiscordState(client), FeedRegistry(client, validate_feed_spec), options
-            )
-            try:
-                async with bot:
-                    await bot.start(token)
-            except discord.LoginFailure:
-                raise typer.BadParameter(
-                    "Discord rejected the token (QUIPFEED_DISCORD__TOKEN); copy it again from "
-                    "the Developer Portal's Bot page"
-                ) from None
-            except discord.PrivilegedIntentsRequired:
-                raise typer.BadParameter(
-                    "enable the Message Content intent for this application (Developer Portal → "
-                    "Bot → Privileged Gateway Intents)"
-                ) from None
-            finally:
-                await client.aclose()
+        async with open_search(settings) as search:
+            with redis_url(settings) as url:
+                client = aioredis.from_url(url)
+                try:
+                    await run_discord_bot(
+                        settings, Chat(client, engine, search, load_personas()), client
+                    )
+                finally:
+                    await client.aclose()
     finally:
         await engine.aclose()
-        store.close()
 
 
 def bot_discord(

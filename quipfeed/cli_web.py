@@ -81,29 +81,14 @@ def web_options(settings: Settings) -> Any:
 
 
 async def open_engine(settings: Settings, tiny: bool) -> Any:
-    """The model: `model.url` (SGLang or any OpenAI-compatible server), `model.path` (in
-    process), or with `tiny` a freshly built tiny random model (plumbing demos only)."""
-    if tiny:
-        import tempfile
+    """The model (see `quipfeed.runtime.open_engine`); a missing one is a usage error."""
+    from inference.errors import EngineUnavailable
+    from quipfeed import runtime
 
-        from inference.local import LocalEngine
-        from inference.tiny_model import build_tiny_moe
-
-        folder = Path(tempfile.mkdtemp(prefix="quipfeed-web-tiny-")) / "tiny-moe"
-        await asyncio.to_thread(build_tiny_moe, folder, context_window=8192)
-        return await LocalEngine.aload(folder, device="cpu")
-    if settings.model.url:
-        from inference.openai_engine import OpenAIEngine
-
-        return OpenAIEngine.from_settings(settings.model)
-    if settings.model.path:
-        from inference.local import LocalEngine
-
-        return await LocalEngine.aload(settings.model.path, name=settings.model.name)
-    raise typer.BadParameter(
-        "no model: set QUIPFEED_MODEL__URL (an OpenAI-compatible server such as SGLang), "
-        "QUIPFEED_MODEL__PATH (a local model folder), or pass --tiny for a plumbing demo"
-    )
+    try:
+        return await runtime.open_engine(settings, tiny=tiny)
+    except (ValueError, EngineUnavailable) as exc:
+        raise typer.BadParameter(f"{exc} (or pass --tiny for a plumbing demo)") from exc
 
 
 @contextlib.asynccontextmanager

@@ -21,7 +21,6 @@ import httpx
 import redis.asyncio as aioredis
 import uvicorn
 
-import retrieval.devset
 from ingest.bus import Bus
 from ingest.daemon import Daemon, DaemonConfig, Progress
 from ingest.http_api import build_app
@@ -80,20 +79,31 @@ def open_store(settings: Settings, dim: int) -> PostStore:
 
 
 NO_MODEL_CONFIGURED = (
-    "no model: set QUIPFEED_MODEL__URL (an OpenAI-compatible server such as SGLang), "
-    "QUIPFEED_MODEL__PATH (a local model folder), or pass --tiny for a plumbing demo"
+    "no model to answer with. Set one of:\n"
+    "  QUIPFEED_MODEL__URL=http://127.0.0.1:30000   an OpenAI-compatible server (SGLang; or "
+    "`quipfeed serve-model --tiny` for a demo)\n"
+    "  QUIPFEED_MODEL__PATH=/path/to/model-folder   a local transformers model\n"
+    "(or [model] url/path in quipfeed.toml, or --model-url / --model-path)"
 )
+
+
+class ModelNotConfigured(ValueError):
+    """Neither a model server nor a model folder is set."""
 
 
 async def open_engine(
     settings: Settings, *, tiny: bool = False, url: str | None = None, path: str | None = None
 ) -> Any:
-    """The model engine: `url` / `model.url` (SGLang or any OpenAI-compatible server), `path` /
-    `model.path` (a local folder, in process), or with `tiny` a freshly built tiny random model
-    (plumbing demos: its text is gibberish). Raises `ValueError` when none is configured."""
-    model = settings.model.model_copy(
-        update={k: v for k, v in {"url": url, "path": path}.items() if v}
-    )
+    """The model engine: `url` / `model.url` (SGLang or any OpenAI-compatible server, probed
+    at once), `path` / `model.path` (a local folder, in process), or with `tiny` a freshly
+    built tiny random model (plumbing demos: its text is gibberish).
+
+    Raises `ModelNotConfigured` when none is set, `ValueError` for a missing folder, and
+    `inference.errors.EngineUnavailable` when the server does not answer."""
+    from inference.errors import EngineUnavailable
+
+    url = url or (None if path else settings.model.url)
+    local = path or (settings.model.path if not url else None)
     if tiny:
         import tempfile
 
@@ -103,15 +113,28 @@ async def open_engine(
         folder = Path(tempfile.mkdtemp(prefix="quipfeed-tiny-")) / "tiny-moe"
         await asyncio.to_thread(build_tiny_moe, folder, context_window=8192)
         return await LocalEngine.aload(folder, device="cpu", prefix_cache_tokens=16_384)
-    if model.url:
+    if url:
         from inference.openai_engine import OpenAIEngine
 
-        return OpenAIEngine.from_settings(model)
-    if model.path:
+        key = settings.model.api_key.get_secret_value() if settings.model.api_key else None
+        engine = OpenAIEngine(url, model=settings.model.name, api_key=key)
+        try:
+            await engine.start()
+        except EngineUnavailable as exc:
+            await engine.aclose()
+            raise EngineUnavailable(
+                f"{exc}\n(is the model server at {url} running? see `quipfeed serve-model --help`)"
+            ) from exc
+        return engine
+    if local:
         from inference.local import LocalEngine
 
-        return await LocalEngine.aload(model.path, name=model.name, prefix_cache_tokens=16_384)
-    raise ValueError(NO_MODEL_CONFIGURED)
+        if not await asyncio.to_thread(Path(local).is_dir):
+            raise ValueError(f"model folder not found: {local}")
+        return await LocalEngine.aload(
+            local, device="auto", name=settings.model.name, prefix_cache_tokens=16_384
+        )
+    raise ModelNotConfigured(NO_MODEL_CONFIGURED)
 
 
 SHARED_SAMPLE = Path("../shared/data/bluesky/bluesky_posts_2024-05-01_to_05-23.jsonl")

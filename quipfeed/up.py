@@ -168,4 +168,3 @@ def _banner(
         lines.append(f"  note: {NO_MODEL}")
     lines.append("  Ctrl-C stops everything cleanly.")
     print("\n".join(lines), file=sys.stderr, flush=True)
-

@@ -28,7 +28,7 @@ from retrieval.edge_store import EdgeStore
 from retrieval.embedder import Embedder
 from retrieval.plan import Fusion
 from retrieval.post import Post
-from retrieval.search import SearchOptions, Searcher
+from retrieval.search import Searcher, SearchOptions
 from retrieval.store import Mode
 
 # The labelled dev set bundled with quipfeed (see devset/README.md for how it was built).

@@ -32,6 +32,7 @@ from bot.web.service import (
     TurnEvent,
     Unavailable,
 )
+from inference.errors import EngineUnavailable, StreamInterrupted
 from retrieval.post import Post
 from retrieval.trending import TrendCounter
 
@@ -283,6 +284,11 @@ def _map(exc: BaseException) -> BaseException | None:
         return Limited(str(exc), exc.retry_after)
     if isinstance(exc, KeyError):  # pick_persona's unknown persona
         return NotFound(str(exc.args[0]) if exc.args else "not found")
+    # Model trouble a person can act on (no model set, server down or overloaded): say which.
+    if isinstance(exc, EngineUnavailable):
+        return Unavailable(str(exc))
+    if isinstance(exc, StreamInterrupted):
+        return Unavailable(f"the model stopped partway ({exc}); try again")
     return None
 
 

@@ -200,3 +200,20 @@ def test_serve_model_with_workers_runs_them_behind_the_router_and_stops_them_all
     for url in (router, worker):
         with pytest.raises(httpx.ConnectError):
             httpx.get(url + "/health", timeout=2)
+
+
+def test_router_bench_counts_cached_share_and_ttft_from_turn_two_only() -> None:
+    from bench.inference import _summarise
+
+    rows = [
+        (0, 1.0, 0, 100),  # turn 1: nothing cached yet, slow; left out of the figures
+        (1, 0.2, 90, 120),
+        (2, 0.4, 130, 140),
+        (1, 0.3, 0, 120),  # a miss (e.g. round robin) counts against the share
+    ]
+    figures = _summarise(rows, [2.0, 4.0])
+    assert figures["cached_share_from_turn_2"] == round(220 / 380, 3)
+    assert figures["ttft_ms_median_from_turn_2"] == 300.0
+    assert figures["ttft_ms_median_turn_1"] == 1000.0
+    assert figures["wall_s_median"] == 3.0
+    assert figures["requests"] == 4
