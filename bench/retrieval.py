@@ -1,12 +1,15 @@
 """Retrieval benchmark: embedder throughput, query latency at scale, HNSW recall vs exact.
 
-    python bench/retrieval.py [--posts 100000] [--queries 200] [--embedder static] [--json]
+    quipfeed bench retrieval [--posts 100000,1000000] [--queries 200] [--json]
+    python bench/retrieval.py …   (the same)
 
-The dev set's posts are replicated (ids suffixed, times shifted, vectors jittered) up to
---posts into a fresh Qdrant Edge shard. Latency is measured store-only (a prepared
-StoreQuery) and full (Searcher: validation + query embedding + store), before and after
-`optimize()` builds the HNSW index. HNSW recall@10 is measured against exact search on the
-dense vector. Figures are printed; --json prints them as one JSON object instead.
+For each size, the dev set's posts are replicated (fresh ids, times shifted a minute per
+replica, vectors jittered) into a fresh Qdrant Edge shard. Latency is measured store-only (a
+prepared StoreQuery: hybrid + decay) and for the full pipeline (`Searcher.search`: validation,
+query understanding, query embedding, hybrid + decay, diversity, thread context), before and
+after `optimize()` builds the HNSW index. After it, the dense search's recall@10 against exact
+search is printed beside its latency for several `hnsw_ef` values. Memory: peak RSS of the
+process and the shard's size on disk. `load_avg` records how busy the machine was.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import sys
@@ -33,7 +37,7 @@ from retrieval import schema
 from retrieval.edge_store import EdgeStore
 from retrieval.embedder import Embedder, open_embedder
 from retrieval.evaluation import read_posts, read_queries
-from retrieval.search import Searcher
+from retrieval.search import Searcher, SearchOptions
 
 DEVSET = Path(__file__).resolve().parents[1] / "retrieval" / "devset"
 
@@ -84,36 +88,57 @@ def fill(store: EdgeStore, embedder: Embedder, n: int, seed: int) -> float:
 
 def latencies(store: EdgeStore, searcher: Searcher, texts: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for label, half_life in (("hybrid", None), ("hybrid+decay", timedelta(hours=24))):
-        requests = [searcher.request(t, 10, half_life=half_life) for t in texts]
-        samples = []
-        for r in requests:
-            t0 = time.perf_counter()
-            store.query(r)
-            samples.append(time.perf_counter() - t0)
-        out[f"store_only/{label}"] = percentiles(samples)
+    half_life = timedelta(hours=24)
+    requests = [searcher.request(t, 10, half_life=half_life) for t in texts]
+    samples = []
+    for r in requests:
+        t0 = time.perf_counter()
+        store.query(r)
+        samples.append(time.perf_counter() - t0)
+    out["store_only/hybrid+decay"] = percentiles(samples)
+    plain = SearchOptions(understand=False, diversity=None, threads=False)
+    for label, options in (("full/hybrid+decay", plain), ("full/default", searcher.options)):
         samples = []
         for t in texts:
             t0 = time.perf_counter()
-            searcher.search(t, 10, half_life=half_life)
+            searcher.search(t, 10, half_life=half_life, options=options)
             samples.append(time.perf_counter() - t0)
-        out[f"full/{label}"] = percentiles(samples)
+        out[label] = percentiles(samples)
     return out
 
 
-def hnsw_recall(store: EdgeStore, embedder: Embedder, texts: list[str]) -> dict[str, float]:
-    """Dense top-10 overlap of the HNSW index with exact search, at a few `hnsw_ef` values.
+def hnsw_recall(store: EdgeStore, embedder: Embedder, texts: list[str]) -> dict[str, Any]:
+    """Dense top-10 overlap of the HNSW index with exact search, and the dense search's
+    latency, at several `hnsw_ef` values (the query-time knob `SearchOptions.hnsw_ef` sets).
 
     Replicated posts are near-duplicates (each post ~posts/2,772 times, jittered), the hardest
     case for a graph index: many equidistant neighbours. Real feeds are kinder.
     """
     shard = store._s  # the bench looks under the hood on purpose: exact vs index on one shard
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     vectors = embedder.embed(texts)
-    for ef in (None, 128, 512):
-        total = 0.0
-        for vector in vectors:
+    exact_ids: list[set[str]] = []
+    exact_s: list[float] = []
+    for vector in vectors:
+        query = q.Query.Nearest(vector.tolist(), using=schema.DENSE)
+        t0 = time.perf_counter()
+        exact = shard.query(
+            q.QueryRequest(
+                limit=10,
+                query=query,
+                with_payload=False,
+                with_vector=False,
+                params=q.SearchParams(exact=True),
+            )
+        )
+        exact_s.append(time.perf_counter() - t0)
+        exact_ids.append({str(p.id) for p in exact})
+    out["exact"] = {"recall@10": 1.0, **percentiles(exact_s)}
+    for ef in (None, 32, 64, 128, 256, 512):
+        total, samples = 0.0, []
+        for vector, truth in zip(vectors, exact_ids, strict=True):
             query = q.Query.Nearest(vector.tolist(), using=schema.DENSE)
+            t0 = time.perf_counter()
             approx = shard.query(
                 q.QueryRequest(
                     limit=10,
@@ -123,24 +148,95 @@ def hnsw_recall(store: EdgeStore, embedder: Embedder, texts: list[str]) -> dict[
                     params=q.SearchParams(hnsw_ef=ef) if ef else None,
                 )
             )
-            exact = shard.query(
-                q.QueryRequest(
-                    limit=10,
-                    query=query,
-                    with_payload=False,
-                    with_vector=False,
-                    params=q.SearchParams(exact=True),
-                )
-            )
-            truth = {str(p.id) for p in exact}
+            samples.append(time.perf_counter() - t0)
             total += len(truth & {str(p.id) for p in approx}) / max(1, len(truth))
-        out[f"ef={ef or 'default'}"] = round(total / len(vectors), 4)
+        out[f"ef={ef or 'default'}"] = {
+            "recall@10": round(total / len(vectors), 4),
+            **percentiles(samples),
+        }
     return out
 
 
+def rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def disk_mib(path: Path) -> float:
+    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1)
+
+
+def run_size(
+    embedder: Embedder, n: int, sample: list[str], work: Path, optimize: bool = True
+) -> dict[str, Any]:
+    """Fill a fresh shard with `n` posts and measure it (see module doc)."""
+    out: dict[str, Any] = {"posts": n, "load_avg_start": os.getloadavg()[0]}
+    store = EdgeStore(work / f"shard-{n}", embedder.dim)
+    try:
+        t0 = time.perf_counter()
+        out["upsert_posts_per_s"] = round(fill(store, embedder, n, 7), 1)
+        out["fill_s"] = round(time.perf_counter() - t0, 1)
+        searcher = Searcher(store, embedder)
+        out["before_optimize"] = latencies(store, searcher, sample)
+        if optimize:
+            t0 = time.perf_counter()
+            store.optimize()
+            out["optimize_s"] = round(time.perf_counter() - t0, 1)
+            out["after_optimize"] = latencies(store, searcher, sample)
+            out["hnsw_dense_recall@10_vs_exact"] = hnsw_recall(store, embedder, sample[:100])
+        out["peak_rss_mib"] = rss_mib()
+        out["shard_disk_mib"] = disk_mib(work / f"shard-{n}")
+        out["load_avg_end"] = os.getloadavg()[0]
+    finally:
+        store.close()
+    return out
+
+
+def run(
+    sizes: list[int],
+    *,
+    queries: int = 200,
+    embedder_kind: str = "static",
+    cache_dir: Path | None = None,
+    embedders: bool = False,
+    optimize: bool = True,
+) -> dict[str, Any]:
+    """Every figure as one JSON-able dict (what `quipfeed bench retrieval --json` prints)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cache = cache_dir or Path(tempfile.gettempdir()) / "quipfeed-cache"
+    report: dict[str, Any] = {
+        "embedder_for_store": embedder_kind,
+        "cpus": os.cpu_count(),
+        "queries": queries,
+    }
+    texts = [p.text for p in read_posts(DEVSET / "posts.jsonl") if p.text.strip()]
+    if embedders:
+        speeds = {}
+        for label, kind, quant in (
+            ("minilm", "sentence-transformers", False),
+            ("minilm-int8", "sentence-transformers", True),
+            ("static", "static", False),
+        ):
+            emb = open_embedder(kind, quantize=quant, cache_dir=cache)
+            speeds[label] = round(throughput(emb, texts, 20.0 if kind == "static" else 30.0), 1)
+        report["embed_texts_per_s"] = speeds
+    embedder = open_embedder(embedder_kind, cache_dir=cache)
+    asked = [x.query for x in read_queries(DEVSET / "queries.jsonl")]
+    rng = random.Random(7)
+    sample = [rng.choice(asked) for _ in range(queries)]
+    work = Path(tempfile.mkdtemp(prefix="quipfeed-bench-"))
+    try:
+        report["sizes"] = [run_size(embedder, n, sample, work, optimize) for n in sizes]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--posts", type=int, default=100_000)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--posts", default="100000", help="comma-separated sizes, e.g. 100000,1000000"
+    )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--embedder", default="static", choices=["static", "sentence-transformers"])
     parser.add_argument(
@@ -151,49 +247,33 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also measure texts/s of MiniLM, MiniLM int8 and static",
     )
+    parser.add_argument("--no-optimize", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    report: dict[str, Any] = {
-        "posts": args.posts,
-        "embedder_for_store": args.embedder,
-        "cpus": os.cpu_count(),
-    }
-    texts = [p.text for p in read_posts(DEVSET / "posts.jsonl") if p.text.strip()]
-    if args.embedders:
-        speeds = {}
-        for label, kind, quant in (
-            ("minilm", "sentence-transformers", False),
-            ("minilm-int8", "sentence-transformers", True),
-            ("static", "static", False),
-        ):
-            emb = open_embedder(kind, quantize=quant, cache_dir=args.cache_dir)
-            speeds[label] = round(throughput(emb, texts, 20.0 if kind == "static" else 30.0), 1)
-        report["embed_texts_per_s"] = speeds
-    embedder = open_embedder(args.embedder, cache_dir=args.cache_dir)
-    queries = [x.query for x in read_queries(DEVSET / "queries.jsonl")]
-    rng = random.Random(7)
-    sample = [rng.choice(queries) for _ in range(args.queries)]
-    work = Path(tempfile.mkdtemp(prefix="quipfeed-bench-"))
-    try:
-        store = EdgeStore(work / "shard", embedder.dim)
-        report["upsert_posts_per_s"] = round(fill(store, embedder, args.posts, 7), 1)
-        searcher = Searcher(store, embedder)
-        report["before_optimize"] = latencies(store, searcher, sample)
-        t0 = time.perf_counter()
-        store.optimize()
-        report["optimize_s"] = round(time.perf_counter() - t0, 1)
-        report["after_optimize"] = latencies(store, searcher, sample)
-        report["hnsw_recall@10_vs_exact"] = hnsw_recall(store, embedder, sample[:100])
-        store.close()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        for key, value in report.items():
-            print(f"{key:28} {value}")
+    sizes = [int(x) for x in str(args.posts).split(",") if x.strip()]
+    report = run(
+        sizes,
+        queries=args.queries,
+        embedder_kind=args.embedder,
+        cache_dir=args.cache_dir,
+        embedders=args.embedders,
+        optimize=not args.no_optimize,
+    )
+    print(json.dumps(report) if args.json else human(report))
     return 0
+
+
+def human(report: dict[str, Any]) -> str:
+    lines = [f"{k:28} {v}" for k, v in report.items() if k != "sizes"]
+    for size in report.get("sizes", []):
+        lines.append(f"--- {size['posts']:,} posts")
+        for key, value in size.items():
+            if isinstance(value, dict):
+                lines.append(f"  {key}")
+                lines += [f"    {k:26} {v}" for k, v in value.items()]
+            elif key != "posts":
+                lines.append(f"  {key:28} {value}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ here instead of opening the shard themselves.
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +26,10 @@ def hit_json(hit: Hit) -> dict[str, Any]:
         "score": hit.score,
         "why": hit.why,
         "post": hit.post.model_dump(mode="json", exclude={"raw"}, exclude_none=True),
+        # The posts this one replies to or quotes (thread context), when indexed.
+        "context": [
+            p.model_dump(mode="json", exclude={"raw"}, exclude_none=True) for p in hit.context
+        ],
     }
 
 
@@ -60,12 +65,20 @@ def build_app(daemon: Daemon, searcher: Searcher) -> FastAPI:
         k: int = Query(10, ge=1, le=200),
         since_s: float | None = Query(None, gt=0),
         now: datetime | None = None,
-    ) -> list[dict[str, Any]]:
+        half_life_s: float | None = Query(None, gt=0),
+        widen: bool = False,
+    ) -> JSONResponse:
+        """Hits as a JSON list; how the query was read (widened window …) in X-Quipfeed-Notes."""
         since = timedelta(seconds=since_s) if since_s else None
+        half_life = timedelta(seconds=half_life_s) if half_life_s else None
         try:
-            hits = await asyncio.to_thread(searcher.search, q, k=k, since=since, as_of=now)
+            result = await asyncio.to_thread(
+                searcher.find, q, k, since, now, half_life, widen=widen
+            )
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
-        return [hit_json(h) for h in hits]
+        # Header values are latin-1; JSON with ASCII escapes always fits.
+        notes = json.dumps(list(result.notes), ensure_ascii=True)
+        return JSONResponse([hit_json(h) for h in result.hits], headers={"X-Quipfeed-Notes": notes})
 
     return app

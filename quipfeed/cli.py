@@ -231,20 +231,34 @@ def search(
     now: Annotated[
         str | None, typer.Option(help="As of this time (for replayed data): RFC 3339.")
     ] = None,
+    half_life: Annotated[
+        str | None,
+        typer.Option(help="Favour recent posts: one this old counts half (default: settings)."),
+    ] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """The best recent posts for a query: hybrid dense + BM25, favouring recent posts."""
+    """The best recent posts for a query: hybrid dense + BM25, favouring recent posts.
+
+    The query may say when and whom: "today", "last 2 hours", "this week", "since the
+    keynote", from:handle, #tag, lang:xx, "a quoted phrase"."""
     from quipfeed.queries import SearchRefused
     from quipfeed.queries import search as run_search
 
+    notes: list[str] = []
     try:
+        settings = settings_from(config)
         window: timedelta | None = parse_span(since) if since else None
         as_of = parse_instant(now) if now else None
-        hits = run_search(settings_from(config), query, k=k, since=window, as_of=as_of)
+        decay = (
+            parse_span(half_life) if half_life else timedelta(hours=settings.search.half_life_hours)
+        )
+        hits = run_search(
+            settings, query, k=k, since=window, as_of=as_of, half_life=decay, notes=notes
+        )
     except (ValueError, SearchRefused) as exc:
         fail(str(exc))
-    lines = []
+    lines = list(notes)
     for i, h in enumerate(hits, 1):
         post = h["post"]
         text = " ".join(post["text"].split())[:160]
@@ -252,6 +266,9 @@ def search(
         lines.append(f"    {text}")
         if post.get("url"):
             lines.append(f"    {post['url']}")
+        for parent in h.get("context", []):
+            quoted = " ".join(parent["text"].split())[:120]
+            lines.append(f"    ↳ in reply to {parent.get('author') or '?'}: {quoted}")
     emit(hits, as_json, "\n".join(lines) or "no posts matched")
 
 
@@ -309,12 +326,43 @@ def eval_retrieval(
             fail(str(exc))
     human = [f"queries: {result['queries']}"]
     human += [f"{m}: {result[m]:.3f}" for m in ("recall@10", "ndcg@10", "mrr")]
-    for name, row in result.get("ablation", {}).items():
-        human.append(
-            f"  {name:<22} recall@10 {row['recall@10']:.3f}  ndcg@10 {row['ndcg@10']:.3f}  "
-            f"mrr {row['mrr']:.3f}"
-        )
+    for title, table in (
+        ("ablation", result.get("ablation", {})),
+        ("engagement boost (on top of the default)", result.get("engagement", {})),
+    ):
+        human.append(f"{title}:")
+        for name, row in table.items():
+            human.append(
+                f"  {name:<22} recall@10 {row['recall@10']:.3f}  "
+                f"ndcg@10 {row['ndcg@10']:.3f}  mrr {row['mrr']:.3f}"
+            )
     emit(result, as_json, "\n".join(human))
+
+
+@bench_app.command("retrieval")
+def bench_retrieval(
+    posts: Annotated[
+        str, typer.Option(help="Index sizes, comma-separated (e.g. 100000,1000000).")
+    ] = "100000",
+    queries: Annotated[int, typer.Option(min=1, max=10_000, help="Queries per measurement.")] = 200,
+    embedder: Annotated[
+        str, typer.Option(help="Embedder that fills the store: static or sentence-transformers.")
+    ] = "static",
+    as_json: JsonOpt = False,
+) -> None:
+    """Query latency p50/p99 (store only and full pipeline), HNSW recall vs exact, memory."""
+    from bench.retrieval import human, run
+
+    try:
+        sizes = [int(x) for x in posts.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--posts takes whole numbers separated by commas, not {posts!r}")
+    if not sizes or any(n < 1 for n in sizes):
+        fail("--posts needs at least one positive size")
+    if embedder not in ("static", "sentence-transformers"):
+        fail(f"unknown embedder {embedder!r}; use static or sentence-transformers")
+    result = run(sizes, queries=queries, embedder_kind=embedder)
+    emit(result, as_json, human(result))
 
 
 @bench_app.command("ingest")

@@ -81,11 +81,15 @@ async def run_discord_bot(settings: Settings, chat: Any, client: Any) -> None:
     from bot.discord import DiscordState, FeedRegistry, QuipBot, Turns
 
     token = _token(settings)
+    from ingest.daemon import trend_prefix
+    from retrieval.trending import TrendCounter
+
     bot = QuipBot(
         Turns(chat),
         DiscordState(client),
         FeedRegistry(client, validate_feed_spec),
         discord_options(),
+        trends=TrendCounter(client, trend_prefix(settings.redis.stream)),
     )
     try:
         async with bot:

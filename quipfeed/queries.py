@@ -4,6 +4,7 @@ the store, else open the store and the bus here."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -85,22 +86,36 @@ def search(
     k: int,
     since: timedelta | None,
     as_of: datetime | None,
+    half_life: timedelta | None = None,
+    notes: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    params: dict[str, Any] = {"q": query, "k": k}
+    """Hits as JSON; how the query was read (a widened window …) is appended to `notes`."""
+    params: dict[str, Any] = {"q": query, "k": k, "widen": True}
     if since:
         params["since_s"] = since.total_seconds()
     if as_of:
         params["now"] = as_of.isoformat()
-    remote = _ask_daemon(settings, "/search", params)
-    if remote is not None:
-        return list(remote)
+    if half_life:
+        params["half_life_s"] = half_life.total_seconds()
+    url = DaemonFile(settings).live_url()
+    if url is not None:
+        response = httpx.get(f"{url}/search", params=params, timeout=60.0)
+        if response.status_code == 422:
+            detail = response.json().get("detail")
+            raise SearchRefused(detail if isinstance(detail, str) else str(detail))
+        response.raise_for_status()
+        if notes is not None:
+            notes.extend(json.loads(response.headers.get("X-Quipfeed-Notes", "[]")))
+        return list(response.json())
     embedder = embedder_for(settings)
     store = open_store(settings, embedder.dim)
     try:
-        hits = Searcher(store, embedder).search(query, k=k, since=since, as_of=as_of)
+        result = Searcher(store, embedder).find(query, k, since, as_of, half_life, widen=True)
     finally:
         store.close()
-    return [hit_json(h) for h in hits]
+    if notes is not None:
+        notes.extend(result.notes)
+    return [hit_json(h) for h in result.hits]
 
 
 def trending(

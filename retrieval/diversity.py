@@ -28,8 +28,8 @@ from retrieval.post import Post
 from retrieval.store import Hit
 
 DUPLICATE_JACCARD = 0.7
-MMR_LAMBDA = 0.7
-PER_AUTHOR = 2
+MMR_LAMBDA = 0.85
+PER_AUTHOR = 3
 
 _RT_PREFIX = re.compile(r"^\s*RT\s+@\w+:?\s*", re.IGNORECASE)
 _NOISE = re.compile(r"https?://\S+|@[\w.]+")

@@ -70,6 +70,7 @@ class QuipBot(commands.Bot):
         options: DiscordOptions,
         *,
         intents: discord.Intents | None = None,
+        trends: Any | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -82,6 +83,8 @@ class QuipBot(commands.Bot):
             **kwargs,
         )
         self.turns, self.state, self.feeds, self.options = turns, state, feeds, options
+        # A `retrieval.trending.TrendCounter` (the indexers' counters) for /trending, if any.
+        self.trends = trends
         self.answers = Answers(turns, state, options)
         self.buttons = AnswerButtons(self.answers)
 

@@ -4,6 +4,7 @@ over the real conversation layer."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import discord
@@ -14,6 +15,7 @@ from bot.discord import QuipBot
 from bot.discord.feeds import CHANGES_KEY, FEEDS_KEY
 from bot.discord.state import owner_key
 from inference.errors import EngineUnavailable
+from retrieval.post import Post
 from tests.bot.scripted_engine import ScriptedEngine
 from tests.discord.conftest import FakeInteraction, make_bot, press
 
@@ -188,7 +190,41 @@ async def test_summarize_with_nothing_in_the_window_says_so(discord_bot: QuipBot
     assert discord_bot.test_engine.prompts == []  # type: ignore[attr-defined]
 
 
-async def test_trending_answers_from_recent_posts(discord_bot: QuipBot):
+async def test_trending_lists_the_topics_the_indexers_counted(discord_bot: QuipBot, redis_client):
+    from retrieval.trending import TrendCounter
+
+    counter = TrendCounter(redis_client, "test:trend")
+    as_of = discord_bot.turns.as_of()
+    assert as_of is not None
+    burst = [
+        Post(
+            id=f"t:{i}",
+            text=f"Everyone is watching the Solar Eclipse from the roof @everyone {i}",
+            created_at=as_of - timedelta(minutes=5 + i),
+            author=f"user{i}.bsky.social",
+            url=f"https://bsky.app/profile/user{i}.bsky.social/post/{i}",
+        )
+        for i in range(6)
+    ]
+    await counter.record(burst)
+    discord_bot.trends = counter
+    channel, alice, _ = ctx()
+    i = FakeInteraction(discord_bot, alice, channel)
+    await run(discord_bot, "trending", i, window="1h")
+    assert i.original is not None
+    text = i.original.content
+    assert "1. Solar Eclipse — 6 posts (new)" in text
+    assert "<https://bsky.app/profile/user" in text
+    assert "@everyone" not in text
+    assert discord_bot.test_engine.prompts == []  # type: ignore[attr-defined]
+    quiet = FakeInteraction(discord_bot, alice, channel)
+    discord_bot.trends = TrendCounter(redis_client, "test:empty")
+    await run(discord_bot, "trending", quiet, window="1h")
+    assert quiet.original is not None
+    assert "Nothing stands out in the last 1h." in quiet.original.content
+
+
+async def test_trending_without_counters_asks_the_model_over_recent_posts(discord_bot: QuipBot):
     channel, alice, _ = ctx()
     i = FakeInteraction(discord_bot, alice, channel)
     await run(discord_bot, "trending", i, window="7d")

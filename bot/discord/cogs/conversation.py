@@ -82,10 +82,15 @@ class Conversation(commands.Cog):
     @app_commands.choices(window=WINDOW_CHOICES)
     async def trending(self, interaction: discord.Interaction, window: str = "24h") -> None:
         span = WINDOWS.get(window, WINDOWS["24h"])
-        # retrieval has no trend detection yet: this asks the model over the most relevant
-        # recent posts for a "what is everyone talking about" query within the window.
-        question = "What topics are people posting about most right now? List the main ones."
-        await self._slash_turn(interaction, question, window=span)
+        if self.bot.trends is None:
+            # No counters wired in (a bare bot): ask the model over recent posts instead.
+            question = "What topics are people posting about most right now? List the main ones."
+            await self._slash_turn(interaction, question, window=span)
+            return
+        await interaction.response.defer(thinking=True)
+        as_of = self.bot.turns.as_of() if callable(getattr(self.bot.turns, "as_of", None)) else None
+        trends = await self.bot.trends.trending(span, as_of, limit=8)
+        await interaction.edit_original_response(content=render_trends(trends, window))
 
     @app_commands.command(name="forget", description="Forget your conversations in this channel.")
     async def forget(self, interaction: discord.Interaction) -> None:
@@ -231,3 +236,22 @@ class Conversation(commands.Cog):
         if ref is None or ref.message_id is None:
             return None
         return await self.bot.state.answer(ref.message_id)
+
+
+def render_trends(trends: list[Any], window: str) -> str:
+    """Trending topics as a compact list; topic names and post text are untrusted, so they are
+    sanitised and escaped like model text."""
+    from bot.output import safe_text, safe_url
+
+    if not trends:
+        return f"Nothing stands out in the last {window}."
+    lines = [f"**Trending in the last {window}**"]
+    for n, t in enumerate(trends, 1):
+        label = discord.utils.escape_markdown(safe_text(t.label))
+        growth = "new" if t.growth is None else f"×{t.growth:.1f}"
+        line = f"{n}. {label} — {t.count} posts ({growth})"
+        sample = next((p for p in t.posts if safe_url(p.get("url") or "")), None)
+        if sample is not None:
+            line += f" · <{safe_url(sample['url'])}>"
+        lines.append(line)
+    return "\n".join(lines)[:1900]

@@ -1,0 +1,99 @@
+"""The embedded Qdrant Edge shard held by another process: `quipfeed ingest`, `search` and
+`ask` each say the store is busy, in one clear line, with no traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.inference.fake_openai_server import FakeServer, reply_events, stream
+from tests.reliability.daemon_process import env_for, replay_file, run_cli
+
+pytestmark = pytest.mark.slow
+
+HOLDER = """
+import sys
+import threading
+from retrieval.edge_store import EdgeStore
+store = EdgeStore(__import__("pathlib").Path(sys.argv[1]), 384)
+print("holding", flush=True)
+sys.stdin.read()  # hold the shard until the test closes our stdin
+store.close()
+"""
+
+
+@pytest.fixture
+def locked_data_dir(tmp_path: Path) -> Iterator[Path]:
+    data_dir = tmp_path / "data"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(data_dir / "qdrant" / "posts")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        line = holder.stdout.readline()
+        assert line.strip() == "holding", holder.stderr.read() if holder.stderr else ""
+        yield data_dir
+    finally:
+        if holder.stdin:
+            holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def assert_clear_busy_error(done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "in use by another process" in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().startswith("error:")
+
+
+def test_ingest_with_the_shard_held_elsewhere_says_it_is_in_use(
+    locked_data_dir: Path, tmp_path: Path
+) -> None:
+    feed, _ = replay_file(tmp_path)
+    done = run_cli(
+        env_for(locked_data_dir), "ingest", "--source", f"jsonl:{feed}", "--once", "--port", "0"
+    )
+    assert_clear_busy_error(done)
+
+
+@pytest.mark.parametrize("command", [["search", "storm"], ["stats"]], ids=["search", "stats"])
+def test_reading_commands_with_the_shard_held_elsewhere_say_it_is_in_use(
+    locked_data_dir: Path, command: list[str]
+) -> None:
+    assert_clear_busy_error(run_cli(env_for(locked_data_dir), *command))
+
+
+@pytest.fixture
+def model_url() -> Iterator[str]:
+    """A scripted OpenAI-compatible server (healthy, one reply) on its own loop in a thread:
+    `ask` opens the model before the store, so the model must be up to reach the store."""
+    loop = asyncio.new_event_loop()
+    fake = FakeServer([stream(reply_events("fine"))])
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(10)
+    try:
+        yield fake.url
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def test_ask_with_the_shard_held_elsewhere_says_it_is_in_use(
+    locked_data_dir: Path, model_url: str
+) -> None:
+    done = run_cli(env_for(locked_data_dir), "ask", "what about the storm?", "--model-url", model_url)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "in use by another process" in done.stderr, done.stderr[-3000:]
