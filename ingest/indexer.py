@@ -29,6 +29,15 @@ from retrieval.trending import TrendCounter
 log = logging.getLogger(__name__)
 
 RECLAIM_IDLE_MS = 60_000
+
+_CLAIM_FINGERPRINTS = """
+local owners = {}
+for i = 1, #ARGV, 2 do
+  redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  owners[#owners + 1] = redis.call('HGET', KEYS[1], ARGV[i])
+end
+return owners
+"""
 MAX_BACKOFF_S = 30.0
 
 
@@ -193,12 +202,15 @@ class Indexer:
         if not keyed:
             return posts
         client: Any = self.bus.client
-        pipe = client.pipeline(transaction=False)
-        for post, fp in keyed:
-            pipe.hsetnx(self.dupe_key, fp, post.id)
-            pipe.hget(self.dupe_key, fp)
-        replies = await pipe.execute()
-        owners: dict[str, str] = {fp: _s(replies[2 * i + 1]) for i, (_, fp) in enumerate(keyed)}
+        # One round trip for the whole batch: claim each fingerprint for its post unless
+        # another post already holds it, and say who holds each.
+        held = await client.eval(
+            _CLAIM_FINGERPRINTS,
+            1,
+            self.dupe_key,
+            *[x for post, fp in keyed for x in (fp, post.id)],
+        )
+        owners: dict[str, str] = {fp: _s(owner) for (_, fp), owner in zip(keyed, held, strict=True)}
         candidates = {owners[fp] for post, fp in keyed if owners[fp] != post.id}
         alive = {p.id for p, fp in keyed if owners[fp] == p.id}
         if candidates:

@@ -82,6 +82,29 @@ class Trend:
     posts: list[dict[str, Any]] = field(default_factory=list)
 
 
+_RECORD = """
+local batch = cjson.decode(ARGV[1])
+local keep, n = tonumber(ARGV[2]), tonumber(ARGV[3])
+for bucket, topics in pairs(batch.counts) do
+  for topic, count in pairs(topics) do
+    redis.call('ZINCRBY', bucket, count, topic)
+  end
+  redis.call('EXPIRE', bucket, keep)
+end
+for topic, label in pairs(batch.labels) do
+  redis.call('HSETNX', KEYS[1], topic, label)
+end
+for key, items in pairs(batch.samples) do
+  for _, item in ipairs(items) do
+    redis.call('LPUSH', key, item)
+  end
+  redis.call('LTRIM', key, 0, n - 1)
+  redis.call('EXPIRE', key, keep)
+end
+return 1
+"""
+
+
 class TrendCounter:
     """Topic counters in Redis (`redis.asyncio` client), bucketed by post time."""
 
@@ -96,15 +119,17 @@ class TrendCounter:
         return int(moment.timestamp()) // self.bucket_s
 
     async def record(self, posts: Sequence[Post]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        touched: set[str] = set()
+        """Count a batch of posts. One round trip whatever the batch size: counts are summed
+        here and applied by a server-side script (a command per post and topic cost more
+        than embedding at firehose rates)."""
+        counts: dict[str, dict[str, int]] = {}
+        labels: dict[str, str] = {}
+        samples: dict[str, list[str]] = {}
         for post in posts:
             topics = topics_of(post)
             if not topics:
                 continue
-            bucket = self._bucket(post.created_at)
-            counts = f"{self.prefix}:{bucket}"
-            labels = f"{self.prefix}:labels"
+            bucket = f"{self.prefix}:{self._bucket(post.created_at)}"
             sample = json.dumps(
                 {
                     "id": post.id,
@@ -115,17 +140,24 @@ class TrendCounter:
                 },
                 ensure_ascii=False,
             )
+            per_bucket = counts.setdefault(bucket, {})
             for key, label in topics.items():
-                pipe.zincrby(counts, 1, key)
-                pipe.hsetnx(labels, key, label)
-                samples = f"{counts}:s:{key}"
-                pipe.lpush(samples, sample)
-                pipe.ltrim(samples, 0, SAMPLES_PER_BUCKET - 1)
-                touched.add(samples)
-            touched.add(counts)
-        for key in touched:
-            pipe.expire(key, KEEP_S)
-        await pipe.execute()
+                per_bucket[key] = per_bucket.get(key, 0) + 1
+                labels.setdefault(key, label)
+                kept = samples.setdefault(f"{bucket}:s:{key}", [])
+                kept.append(sample)
+                del kept[:-SAMPLES_PER_BUCKET]  # only the newest few survive the LTRIM anyway
+        if not counts:
+            return
+        batch = {"counts": counts, "labels": labels, "samples": samples}
+        await self.client.eval(
+            _RECORD,
+            1,
+            f"{self.prefix}:labels",
+            json.dumps(batch, ensure_ascii=False),
+            KEEP_S,
+            SAMPLES_PER_BUCKET,
+        )
 
     async def _window_counts(self, start: int, end: int) -> dict[str, float]:
         """Summed counts over buckets [start, end)."""

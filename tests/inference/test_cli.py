@@ -91,7 +91,8 @@ def test_bench_inference_prints_json_figures(app: typer.Typer, tiny_model_path: 
         env={"SGLANG_URL": ""},
     )
     assert r.exit_code == 0, r.output
-    report = json.loads(r.output[r.output.index("{") :])
+    # stdout only: logs (JSON lines) go to stderr, which the runner also shows in `output`.
+    report = json.loads(r.stdout)
     local = report["local"]
     assert local["in_process"][0]["concurrency"] == 2 and local["in_process"][0]["tokens_per_s"] > 0
     assert {"tokens_per_s_pct", "ttft_ms"} <= set(local["overhead"][0])

@@ -77,7 +77,8 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(tmp_path: P
         assert 30 <= indexed_before_kill < len(ids), "the kill must land mid-stream"
         health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
         assert health["status"] == "ok"
-        assert health["sources"][f"jsonl:{feed}"]["state"] == "running"
+        # On a loaded machine the source may already have put every line on the bus.
+        assert health["sources"][f"jsonl:{feed}"]["state"] in {"running", "done"}
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         assert "quipfeed_posts_indexed_total" in metrics
         assert "quipfeed_freshness_seconds_bucket" in metrics
