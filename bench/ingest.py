@@ -25,10 +25,10 @@ from typing import Any
 
 from ingest.bus import Bus
 from ingest.changes import Change, Upsert
-from ingest.daemon import Daemon, DaemonConfig
+from ingest.daemon import Daemon
 from ingest.sources import RawEvent
 from quipfeed.embedded_redis import EmbeddedRedis
-from quipfeed.runtime import SAMPLE_FEED, embedder_for, open_store
+from quipfeed.runtime import SAMPLE_FEED, daemon_config, embedder_for, open_store
 from quipfeed.settings import Settings
 from retrieval.embedder import Embedder
 from retrieval.post import Post
@@ -124,17 +124,7 @@ async def pipeline_run(
 
         bus = Bus(aioredis.from_url(url), "bench:posts", "indexers")
         source = RateSource(posts, rate)
-        daemon = Daemon(
-            [source],
-            bus,
-            store,
-            embedder,
-            DaemonConfig(
-                workers=settings.ingest.workers,
-                batch_size=settings.ingest.batch_size,
-                deadline_ms=settings.ingest.batch_deadline_ms,
-            ),
-        )
+        daemon = Daemon([source], bus, store, embedder, daemon_config(settings))
         seen_at: dict[str, float] = {}
         searched: list[float] = []
         stop = asyncio.Event()

@@ -166,6 +166,11 @@ def disk_mib(path: Path) -> float:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1)
 
 
+def progress(partial: dict[str, Any]) -> None:
+    """Figures so far, on stderr: a long run (1M posts) shows what it has measured."""
+    print(json.dumps({**partial, "peak_rss_mib": rss_mib()}), file=sys.stderr, flush=True)
+
+
 def run_size(
     embedder: Embedder, n: int, sample: list[str], work: Path, optimize: bool = True
 ) -> dict[str, Any]:
@@ -176,12 +181,15 @@ def run_size(
         t0 = time.perf_counter()
         out["upsert_posts_per_s"] = round(fill(store, embedder, n, 7), 1)
         out["fill_s"] = round(time.perf_counter() - t0, 1)
+        progress(out)
         searcher = Searcher(store, embedder)
         out["before_optimize"] = latencies(store, searcher, sample)
+        progress(out)
         if optimize:
             t0 = time.perf_counter()
             store.optimize()
             out["optimize_s"] = round(time.perf_counter() - t0, 1)
+            progress(out)
             out["after_optimize"] = latencies(store, searcher, sample)
             out["hnsw_dense_recall@10_vs_exact"] = hnsw_recall(store, embedder, sample[:100])
         out["peak_rss_mib"] = rss_mib()

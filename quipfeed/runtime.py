@@ -193,6 +193,18 @@ class DaemonFile:
         return str(info["url"])
 
 
+def daemon_config(settings: Settings) -> DaemonConfig:
+    retention = settings.ingest.retention_days
+    return DaemonConfig(
+        workers=settings.ingest.workers,
+        batch_size=settings.ingest.batch_size,
+        deadline_ms=settings.ingest.batch_deadline_ms,
+        retention=timedelta(days=retention) if retention else None,
+        # Stable across restarts, so a restarted worker re-reads what it left pending.
+        consumer_prefix=f"{socket.gethostname()}-indexer",
+    )
+
+
 def bound_port(host: str, port: int) -> int:
     """`port` itself, or a free one when it is 0."""
     if port:
@@ -218,20 +230,7 @@ async def run_ingest(
     try:
         with redis_url(settings) as url:
             bus = open_bus(settings, url)
-            retention = settings.ingest.retention_days
-            daemon = Daemon(
-                sources,
-                bus,
-                store,
-                embedder,
-                DaemonConfig(
-                    workers=settings.ingest.workers,
-                    batch_size=settings.ingest.batch_size,
-                    deadline_ms=settings.ingest.batch_deadline_ms,
-                    retention=timedelta(days=retention) if retention else None,
-                    consumer_prefix=f"{socket.gethostname()}-indexer",
-                ),
-            )
+            daemon = Daemon(sources, bus, store, embedder, daemon_config(settings))
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -21,12 +21,13 @@ import redis.asyncio as aioredis
 
 from inference.errors import EngineUnavailable
 from inference.messages import ChatMessage, Chunk, Completion, SamplingParams
-from ingest.daemon import Daemon, DaemonConfig, trend_prefix
+from ingest.daemon import Daemon, trend_prefix
 from ingest.http_api import build_app
 from ingest.sources import Source
 from quipfeed.runtime import (
     DaemonFile,
     bound_port,
+    daemon_config,
     embedder_for,
     open_bus,
     open_engine,
@@ -99,20 +100,7 @@ async def run_up(
             pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=30)
             client = aioredis.Redis(connection_pool=pool)
             searcher = Searcher(store, embedder)
-            daemon = Daemon(
-                sources,
-                bus,
-                store,
-                embedder,
-                DaemonConfig(
-                    workers=settings.ingest.workers,
-                    batch_size=settings.ingest.batch_size,
-                    deadline_ms=settings.ingest.batch_deadline_ms,
-                    retention=timedelta(days=settings.ingest.retention_days)
-                    if settings.ingest.retention_days
-                    else None,
-                ),
-            )
+            daemon = Daemon(sources, bus, store, embedder, daemon_config(settings))
             half_life = timedelta(hours=settings.search.half_life_hours)
             chat = Chat(client, engine, LocalSearch(searcher, half_life=half_life), load_personas())
             trends = counter_trending(TrendCounter(client, trend_prefix(settings.redis.stream)))

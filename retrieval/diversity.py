@@ -34,6 +34,11 @@ PER_AUTHOR = 3
 _RT_PREFIX = re.compile(r"^\s*RT\s+@\w+:?\s*", re.IGNORECASE)
 _NOISE = re.compile(r"https?://\S+|@[\w.]+")
 _WORD = re.compile(r"\w+")
+# Question words that also occur in display names ("The Onion", "What's Up"): never a name.
+_COMMON = frozenset(
+    "the and are what who how why was were has have about from with that this they their "
+    "people saying posting latest news new".split()
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ def _author(post: Post) -> str | None:
 
 def named_authors(query: str, hits: Iterable[Hit]) -> set[str]:
     """Authors among `hits` whom the query names by handle or display name."""
-    asked = {w for w in _WORD.findall(query.lower()) if len(w) > 2}
+    asked = {w for w in _WORD.findall(query.lower()) if len(w) > 2} - _COMMON
     named: set[str] = set()
     for hit in hits:
         post = hit.post
@@ -73,7 +78,7 @@ def named_authors(query: str, hits: Iterable[Hit]) -> set[str]:
         parts = set(_WORD.findall((post.author or "").lower().split(".")[0]))
         parts |= set(_WORD.findall((post.author_name or "").lower()))
         if parts & asked:
-            named.add(who)
+            named.update(x for x in (post.author, post.author_id) if x)
     return named
 
 
@@ -124,8 +129,10 @@ def diversify(
     while left and len(chosen) < k:
         best, best_value = -1, float("-inf")
         for i in left:
-            who = _author(pool[i].post)
-            if cap is not None and who and who not in exempt and per_author.get(who, 0) >= cap:
+            post = pool[i].post
+            who = _author(post)
+            free = post.author in exempt or post.author_id in exempt
+            if cap is not None and who and not free and per_author.get(who, 0) >= cap:
                 continue
             if lam is None:
                 value = relevance[i]

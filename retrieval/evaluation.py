@@ -221,9 +221,7 @@ def evaluate(
             ablation[name] = score_run(runs, k)
         default = PIPELINES["default (all)"]
         engagement = {
-            f"weight {w}": score_run(
-                pipeline(dataclasses.replace(default, engagement_weight=w)), k
-            )
+            f"weight {w}": score_run(pipeline(dataclasses.replace(default, engagement_weight=w)), k)
             for w in ENGAGEMENT_WEIGHTS
         }
         engagement["weight 0 (default)"] = ablation["default (all)"]

@@ -1,5 +1,5 @@
-"""The conversation layer's real parts (Redis, a Qdrant Edge shard of real posts, personas),
-shared with tests/bot so both suites run the same setup."""
+"""The conversation layer's real parts (Redis, a Qdrant Edge shard of real posts, personas) and
+the live web app, shared with tests/bot and tests/web so the suites run the same setup."""
 
 from tests.bot.conftest import (
     feed,
@@ -9,5 +9,17 @@ from tests.bot.conftest import (
     redis_client,
     shared_redis_url,
 )
+from tests.web.conftest import live, web_posts, web_redis_url, web_store
 
-__all__ = ["feed", "personas", "post_vectors", "posts", "redis_client", "shared_redis_url"]
+__all__ = [
+    "feed",
+    "live",
+    "personas",
+    "post_vectors",
+    "posts",
+    "redis_client",
+    "shared_redis_url",
+    "web_posts",
+    "web_redis_url",
+    "web_store",
+]

@@ -82,7 +82,9 @@ def wait_for(
     raise AssertionError("condition not reached in time")
 
 
-def run_cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args],
         env=env,

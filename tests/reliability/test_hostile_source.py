@@ -50,7 +50,9 @@ def test_garbage_is_dead_lettered_and_replays_are_never_indexed_twice(tmp_path: 
         assert stats["bus_lag"] == 0
         bad_lines = len(JUNK) + 1
         assert stats["dead_letters"] == 2 * bad_lines, stats["dead_letters_by_reason"]
-        letters = json.loads(run_cli(env, "ingest", "dead-letters", "--limit", "100", "--json").stdout)
+        letters = json.loads(
+            run_cli(env, "ingest", "dead-letters", "--limit", "100", "--json").stdout
+        )
         assert len(letters) == 2 * bad_lines
         assert all(letter["reason"] for letter in letters)
     finally:

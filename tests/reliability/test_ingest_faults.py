@@ -73,7 +73,14 @@ def test_kill_9_of_redis_mid_stream_then_restart_indexes_every_post_once(tmp_pat
                     break
             except AssertionError:
                 continue
-        assert recovered or daemon.poll() is not None, "daemon alive but not indexing after Redis came back"
+        assert recovered or daemon.poll() is not None, (
+            "daemon alive but not indexing after Redis came back"
+        )
+        if recovered:
+            print("\nafter the Redis kill the daemon recovered and finished the stream itself")
+        else:
+            tail = daemon.stderr.read().decode()[-600:] if daemon.stderr else ""
+            print(f"\nafter the Redis kill the daemon exited {daemon.returncode}: {tail}")
         stop(daemon)
         finish_with_once(feed, env)
         stats = final_stats(env)

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from bot.chat import Chat, ChatConfig, Delta, Done
 from bot.discord.answers import error_message
+from bot.persona import Persona
 from bot.search import LocalSearch
 from inference.errors import (
     EngineOverloaded,
@@ -75,14 +76,18 @@ async def turn(chat: Chat, cid: str) -> tuple[list[str], Done | None, InferenceE
             StreamInterrupted,
             "stopped partway",
         ),
-        (stream(reply_events("Words then silence here"), stall_after=2), StreamInterrupted, "stopped partway"),
+        (
+            stream(reply_events("Words then silence here"), stall_after=2),
+            StreamInterrupted,
+            "stopped partway",
+        ),
     ],
     ids=["500", "429", "stall-before-first-token", "cut-halfway", "stall-mid-stream"],
 )
 async def test_model_fault_mid_turn_stores_nothing_half_done_and_a_retry_works(
     redis_client: aioredis.Redis,
     feed: LocalSearch,
-    personas,  # type: ignore[no-untyped-def]
+    personas: dict[str, Persona],
     fault: Action,
     expected: type[InferenceError],
     advice: str,

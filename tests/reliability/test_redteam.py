@@ -60,9 +60,7 @@ def test_the_redteam_set_covers_every_attack_kind() -> None:
 def test_every_redteam_post_sits_inside_the_fence_exactly_once_with_nothing_hidden() -> None:
     posts = load()
     # A generous budget: every post is kept, so each one's fencing is checked.
-    block = pack_context(
-        [Hit(post=p, score=1.0) for p in posts], now=NOW, budget_tokens=1_000_000
-    )
+    block = pack_context([Hit(post=p, score=1.0) for p in posts], now=NOW, budget_tokens=1_000_000)
     assert len(block.citations) == len(posts)
     text = block.text
     assert text.startswith(f"{OPEN}>>>\n") and text.endswith(CLOSE)

@@ -56,15 +56,22 @@ def test_secrets_in_the_environment_never_reach_output_prompts_or_stored_data(
         runs = {
             "ingest": run_cli(env, "ingest", "--source", f"jsonl:{feed}", "--once", "--port", "0"),
             "ask": run_cli(
-                env, "ask", "what is the storm doing?", "--model-url", fake_model.url,
-                "--now", "2024-05-01T04:00:00Z", "--json",
+                env,
+                "ask",
+                "what is the storm doing?",
+                "--model-url",
+                fake_model.url,
+                "--now",
+                "2024-05-01T04:00:00Z",
+                "--json",
             ),
             "ask, model down": run_cli(
                 env, "ask", "storm?", "--model-url", f"http://127.0.0.1:{free_port()}"
             ),
             "search, qdrant down": run_cli(
                 {**env, "QUIPFEED_QDRANT__URL": f"http://127.0.0.1:{free_port()}"},
-                "search", "storm",
+                "search",
+                "storm",
             ),
         }
         assert runs["ingest"].returncode == 0, runs["ingest"].stderr[-2000:]

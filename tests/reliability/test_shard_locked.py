@@ -93,7 +93,9 @@ def model_url() -> Iterator[str]:
 def test_ask_with_the_shard_held_elsewhere_says_it_is_in_use(
     locked_data_dir: Path, model_url: str
 ) -> None:
-    done = run_cli(env_for(locked_data_dir), "ask", "what about the storm?", "--model-url", model_url)
+    done = run_cli(
+        env_for(locked_data_dir), "ask", "what about the storm?", "--model-url", model_url
+    )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert "in use by another process" in done.stderr, done.stderr[-3000:]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from retrieval.diversity import DiversityOptions, collapse_duplicates, diversify
 from retrieval.engagement import boost
 from retrieval.store import Hit
 from tests.retrieval.builders import make_post
 
 
-def hit(pid: str, text: str, score: float, author: str | None = None, **fields: object) -> Hit:
+def hit(pid: str, text: str, score: float, author: str | None = None, **fields: Any) -> Hit:
     return Hit(post=make_post(pid, text, author=author, **fields), score=score)
 
 
@@ -70,3 +72,23 @@ def test_engagement_boost_lifts_a_liked_post_and_says_by_how_much() -> None:
     assert [h.post.id for h in out] == ["loved", "quiet"]
     assert out[0].why["engagement"] == 1.5
     assert boost(hits, 0) == hits
+
+
+TOPICS = ["dams", "levees", "pumps", "sirens", "ferries"]
+
+
+def test_a_from_filter_by_handle_lifts_the_cap_for_that_author() -> None:
+    hits = [
+        hit(f"p{i}", f"notes on {t}", 1 - i / 100, "alice.bsky.social", author_id="did:plc:alice")
+        for i, t in enumerate(TOPICS)
+    ]
+    assert len(diversify(hits, 5, "notes", exempt_authors=["alice.bsky.social"])) == 5
+    assert len(diversify(hits, 5, "notes")) == 3
+
+
+def test_common_question_words_do_not_name_an_author() -> None:
+    hits = [
+        hit(f"p{i}", f"notes on {t}", 1 - i / 100, "news.example", author_name="The People")
+        for i, t in enumerate(TOPICS)
+    ]
+    assert len(diversify(hits, 5, "what are the people saying")) == 3

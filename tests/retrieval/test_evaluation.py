@@ -82,7 +82,16 @@ def test_evaluate_scores_a_tiny_set_with_known_answers(tmp_path: Path, embedder:
     )
     result = evaluate(posts_file, queries_file, embedder, tmp_path / "work")
     assert result["queries"] == 3
-    assert set(result["ablation"]) == {"dense", "sparse", "hybrid", "hybrid+decay"}
+    assert set(result["ablation"]) == {
+        "dense",
+        "sparse",
+        "hybrid",
+        "hybrid+decay",
+        "+diversity",
+        "+understanding",
+        "default (all)",
+    }
+    assert "weight 0 (default)" in result["engagement"]
     assert result["ablation"]["dense"] == {"recall@10": 1.0, "ndcg@10": 1.0, "mrr": 1.0}
     # "cat videos" runs at today's date, years after every post: recency must not erase
     # relevance (all decay factors are at their floor), so the cat post still comes first.

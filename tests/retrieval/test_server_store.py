@@ -112,3 +112,18 @@ def test_server_store_deletes_like_the_edge_store(
 def test_an_unreachable_server_is_unavailable() -> None:
     with pytest.raises(StoreUnavailable, match="cannot use Qdrant"):
         ServerStore("http://127.0.0.1:9", None, "posts", 8, timeout=1)
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense"])
+def test_both_backends_accept_an_hnsw_beam_width_and_agree(
+    both: tuple[EdgeStore, ServerStore], embedder: Embedder, mode: Mode
+) -> None:
+    edge, server = both
+    vector = embedder.embed(["flood relief"])[0].tolist()
+    for half_life in (None, timedelta(hours=24)):
+        request = StoreQuery(
+            "flood relief", vector, limit=5, mode=mode, half_life=half_life, hnsw_ef=64
+        )
+        assert [h.post.id for h in edge.query(request)] == [
+            h.post.id for h in server.query(request)
+        ]
