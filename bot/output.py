@@ -8,6 +8,7 @@ to a stream of deltas without emitting anything it might later have to take back
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _ZWSP = "\u200b"  # breaks a mention for Discord while reading the same to a person
 # Discord's mass mentions and its <@id>, <@!id>, <@&role>, <#channel> forms.
@@ -27,6 +28,7 @@ def safe_text(text: str) -> str:
 
     Idempotent: `safe_text(safe_text(x)) == safe_text(x)`.
     """
+    text = _invisible_removed(text)
     text = _HTML_COMMENT.sub("", text)
     text = _HTML_TAG.sub("", text)
     text = _TAG_OPEN.sub("‹", text)
@@ -36,11 +38,26 @@ def safe_text(text: str) -> str:
     return text
 
 
+def _invisible_removed(text: str) -> str:
+    """Control characters (terminal escapes) and invisible format characters (bidi
+    overrides, zero-width, tag characters) dropped: what a reader cannot see must not steer
+    what they read. Newlines, tabs and the zero-width space this module adds itself stay."""
+    return "".join(
+        ch
+        for ch in text
+        if ch in "\n\t" or ch == _ZWSP or unicodedata.category(ch) not in ("Cc", "Cf")
+    )
+
+
 def safe_url(url: str | None) -> str | None:
-    """`url` if it is a plain http(s) link without spaces or angle brackets, else None."""
+    """`url` if it is a plain http(s) link without spaces, angle brackets or a user-info part
+    (`https://bank.example@evil.example` shows one host and opens another), else None."""
     if not url or not url.lower().startswith(SAFE_SCHEMES):
         return None
     if any(ch.isspace() or ch in "<>\"'`" for ch in url):
+        return None
+    host_part = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if "@" in host_part:
         return None
     return url
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from ingest.bus import Bus
 from ingest.changes import Change
 from ingest.indexer import Indexer, IndexerConfig
@@ -133,7 +135,7 @@ class Daemon:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 # The lag lives in Redis (other processes' indexers may ack too): poll it.
-                while not stop.is_set() and await self.bus.lag() > 0:  # noqa: ASYNC110
+                while not stop.is_set() and await self._lag_or_unknown() > 0:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
             else:
                 await stop.wait()
@@ -299,6 +301,14 @@ class Daemon:
         except Exception as exc:
             log.warning("retention failed", extra={"error": repr(exc)})
 
+    async def _lag_or_unknown(self) -> int:
+        """The bus lag, or 1 while Redis cannot be asked (the indexers are waiting for it too)."""
+        try:
+            return await self.bus.lag()
+        except (RedisError, OSError):
+            await asyncio.sleep(0.5)
+            return 1
+
     async def progress(self) -> Progress:
         counters = await self.bus.counters()
         return Progress(
@@ -313,8 +323,10 @@ class Daemon:
 
     def health(self) -> dict[str, Any]:
         failing = [s.spec for s in self.states.values() if s.state == "error"]
+        waiting = sum(1 for i in self.indexers if not i.healthy)
         return {
-            "status": "degraded" if failing else "ok",
+            "status": "degraded" if failing or waiting else "ok",
+            "indexers_waiting_for_bus": waiting,
             "uptime_s": round(time.time() - self.started_at, 1),
             "indexers": len(self.indexers),
             "sources": {s.spec: s.__dict__ for s in self.states.values()},

@@ -10,11 +10,14 @@ processing an entry twice writes the same point twice, never two points.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from ingest.bus import Bus, BusEntry
 from ingest.changes import Delete, Upsert
@@ -85,10 +88,36 @@ class Indexer:
         self.dupe_key = f"{bus.stream}:fingerprints"
         self.dupe_count_key = f"{bus.stream}:duplicates"
         self.batches = 0
+        self.healthy = True
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Index until `stop` is set; first finish what this consumer left pending last time."""
+        """Index until `stop` is set; first finish what this consumer left pending last time.
+
+        A lost connection to Redis (a restart, a failover) does not end the worker: it backs
+        off, then starts again from its own pending entries, which the bus kept for it."""
+        delay = self.config.retry_delay_s
+        while not stop.is_set():
+            try:
+                await self._run_connected(stop)
+                return
+            except (RedisError, OSError) as exc:
+                self.healthy = False
+                self.metrics.bus_errors.inc()
+                log.warning(
+                    "bus unreachable; indexer will retry",
+                    extra={
+                        "consumer": self.config.consumer,
+                        "error": repr(exc),
+                        "retry_in_s": delay,
+                    },
+                )
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+
+    async def _run_connected(self, stop: asyncio.Event) -> None:
         await self.bus.ensure_group()
+        self.healthy = True
         while not stop.is_set():
             pending = await self.bus.read(
                 self.config.consumer, self.config.batch_size, 0, pending=True

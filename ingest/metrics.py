@@ -32,6 +32,9 @@ class IngestMetrics:
         self.store_errors = Counter(
             "quipfeed_store_errors", "Store writes that failed and will be retried", registry=r
         )
+        self.bus_errors = Counter(
+            "quipfeed_bus_errors", "Indexer reconnects after losing Redis", registry=r
+        )
         self.source_reconnects = Counter(
             "quipfeed_source_errors",
             "Source iterations that ended in an error",

@@ -210,8 +210,12 @@ def dead_letters(
 def stats(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """Posts indexed by source, oldest and newest, dead letters, bus lag."""
     from quipfeed.queries import stats as fetch
+    from retrieval.store import StoreUnavailable
 
-    data = fetch(settings_from(config))
+    try:
+        data = fetch(settings_from(config))
+    except StoreUnavailable as exc:
+        fail(str(exc))
     human = [f"posts indexed: {data['posts']}"]
     human += [f"  {src}: {n}" for src, n in data["by_source"].items()]
     human += [
@@ -244,6 +248,7 @@ def search(
     keynote", from:handle, #tag, lang:xx, "a quoted phrase"."""
     from quipfeed.queries import SearchRefused
     from quipfeed.queries import search as run_search
+    from retrieval.store import StoreUnavailable
 
     notes: list[str] = []
     try:
@@ -256,7 +261,7 @@ def search(
         hits = run_search(
             settings, query, k=k, since=window, as_of=as_of, half_life=decay, notes=notes
         )
-    except (ValueError, SearchRefused) as exc:
+    except (ValueError, SearchRefused, StoreUnavailable) as exc:
         fail(str(exc))
     lines = list(notes)
     for i, h in enumerate(hits, 1):
@@ -351,8 +356,6 @@ def bench_retrieval(
     as_json: JsonOpt = False,
 ) -> None:
     """Query latency p50/p99 (store only and full pipeline), HNSW recall vs exact, memory."""
-    from bench.retrieval import human, run
-
     try:
         sizes = [int(x) for x in posts.split(",") if x.strip()]
     except ValueError:
@@ -361,8 +364,27 @@ def bench_retrieval(
         fail("--posts needs at least one positive size")
     if embedder not in ("static", "sentence-transformers"):
         fail(f"unknown embedder {embedder!r}; use static or sentence-transformers")
-    result = run(sizes, queries=queries, embedder_kind=embedder)
-    emit(result, as_json, human(result))
+    bench = _retrieval_bench()
+    result = bench.run(sizes, queries=queries, embedder_kind=embedder)
+    emit(result, as_json, bench.human(result))
+
+
+def _retrieval_bench() -> Any:
+    # `bench/` sits at the repo root, next to the packages, and is not installed.
+    import importlib
+    import importlib.util
+
+    try:
+        return importlib.import_module("bench.retrieval")
+    except ImportError:
+        path = Path(__file__).resolve().parents[1] / "bench" / "retrieval.py"
+        spec = importlib.util.spec_from_file_location("quipfeed_bench_retrieval", path)
+        if spec is None or spec.loader is None or not path.is_file():
+            fail(f"benchmark code not found at {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
 
 
 @bench_app.command("ingest")

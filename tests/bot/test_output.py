@@ -54,3 +54,12 @@ def test_citations_link_known_numbers_and_drop_the_rest():
     )
     assert [s.number for s in cited] == [1, 2]
     assert markers("x [1] y [2,3]") == [1, 2, 3]
+
+
+def test_hidden_characters_and_userinfo_links_do_not_get_through() -> None:
+    from bot.output import safe_text, safe_url
+
+    shown = safe_text("red \x1b[31malert\x1b[0m \u202eevil\u202c tag\U000e0041 ok")
+    assert shown == "red [31malert[0m evil tag ok"
+    assert safe_url("https://bsky.app@evil.example/x") is None
+    assert safe_url("https://bsky.app/profile/a?next=x@y") == "https://bsky.app/profile/a?next=x@y"

@@ -137,11 +137,6 @@ def test_eval_chat_over_the_redteam_feed_completes_with_safe_replies(tmp_path: P
                 assert not pattern.search(shown), (row["question"], pattern.pattern, shown)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot.output.safe_text keeps C0/C1 controls and bidi overrides: a reply echoing "
-    "'\\x1b[31m' or U+202E reaches a terminal or chat surface as is (found by this set)",
-)
 def test_a_reply_echoing_hidden_characters_shows_none_of_them() -> None:
     # U+200B is the sanitiser's own mention breaker (`@\u200beveryone`): expected.
     leaked = [
