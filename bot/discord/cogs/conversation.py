@@ -84,7 +84,7 @@ class Conversation(commands.Cog):
         span = WINDOWS.get(window, WINDOWS["24h"])
         if self.bot.trends is None:
             # No counters wired in (a bare bot): ask the model over recent posts instead.
-            question = "What topics are people posting about most right now? List the main ones."
+            question = "What topics are people posting about most? List the main ones."
             await self._slash_turn(interaction, question, window=span)
             return
         await interaction.response.defer(thinking=True)
