@@ -155,6 +155,10 @@ def run(sessions: int, duration: float, per_conversation: int) -> dict[str, Any]
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
+            # The embedded redis-server is daemonised: it outlives its parent unless stopped.
+            from quipfeed.embedded_redis import EmbeddedRedis
+
+            EmbeddedRedis(data_dir / "redis").stop()
     ttft = [t for t in tally.ttft if t == t]  # a turn answered without tokens has no TTFT
     rss = [mb for _, mb in tally.rss_mb]
     return {
