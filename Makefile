@@ -32,4 +32,5 @@ lint: install
 	bash .ci/compose-check
 
 test: lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	# The venv's console scripts (sglang-router) on PATH, as an activated venv would have them.
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest -q -p no:cacheprovider

@@ -49,6 +49,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+
+def router_executable() -> str | None:
+    """The `sglang-router` binary: beside this Python first (a virtual environment that was
+    not activated has it there and not on PATH), else on PATH."""
+    beside = Path(sys.executable).parent / "sglang-router"
+    if beside.is_file():
+        return str(beside)
+    return shutil.which("sglang-router")
+
 @dataclass(frozen=True)
 class RouterOptions:
     """The `sglang-router launch` flags quipfeed sets. Defaults suit a handful of replicas:
@@ -106,7 +115,7 @@ def router_argv(
     options: RouterOptions | None = None,
 ) -> list[str]:
     """argv for `sglang-router launch` in front of `worker_urls`, metrics on `metrics_port`."""
-    exe = shutil.which("sglang-router") or "sglang-router"
+    exe = router_executable() or "sglang-router"
     return [
         exe,
         "launch",
@@ -329,7 +338,7 @@ class Router:
         )
 
     def start(self, expect_workers: int | None = None, timeout_s: float = 60.0) -> Router:
-        if shutil.which("sglang-router") is None:
+        if router_executable() is None:
             raise ReplicaError("sglang-router is not installed (pip install sglang-router)")
         want = len(self.worker_urls) if expect_workers is None else expect_workers
         self._child = _Child(self.argv(), self.log_dir / "router.log")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from inference.replicas import router_executable
 from quipfeed.cli_inference import register
 
 # Runs quipfeed's inference commands in a child process, registered as quipfeed's CLI does.
@@ -147,7 +147,7 @@ def test_serve_model_serves_over_http_in_a_real_process(tiny_model_path: Path) -
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("sglang-router") is None, reason="sglang-router not installed")
+@pytest.mark.skipif(router_executable() is None, reason="sglang-router not installed")
 def test_serve_model_with_workers_runs_them_behind_the_router_and_stops_them_all(
     tiny_model_path: Path,
 ) -> None:

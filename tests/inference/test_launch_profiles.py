@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import pytest
 
 from inference.launch import load_profile, profile_names, router_command, server_command
+from inference.replicas import router_executable
 
 # Flags checked against SGLang's server_args.py (and the Grok-2 model card).
 KNOWN_SGLANG_FLAGS = {
@@ -61,10 +61,13 @@ def test_data_parallel_profile_puts_workers_behind_a_cache_aware_router() -> Non
     assert "--tp-size" in server_command(profile)  # workers use the one-GPU profile
 
 
-@pytest.mark.skipif(shutil.which("sglang-router") is None, reason="sglang-router not installed")
+@pytest.mark.skipif(router_executable() is None, reason="sglang-router not installed")
 def test_router_profile_uses_only_flags_the_installed_sglang_router_accepts() -> None:
     help_text = subprocess.run(
-        ["sglang-router", "launch", "--help"], capture_output=True, text=True, timeout=60
+        [router_executable() or "sglang-router", "launch", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout
     accepted = set(re.findall(r"--[a-z0-9-]+", help_text))
     argv = router_command(load_profile("qwen3-30b-a3b-dp-router"), ["http://a:1"])

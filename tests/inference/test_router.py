@@ -6,7 +6,6 @@ when a test fails."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +17,19 @@ from inference.errors import EngineUnavailable, InvalidRequest
 from inference.layout import turn_messages
 from inference.messages import ChatMessage, SamplingParams
 from inference.openai_engine import OpenAIEngine
-from inference.replicas import Router, RouterOptions, WorkerPool, free_port, metric_value
+from inference.replicas import (
+    Router,
+    RouterOptions,
+    WorkerPool,
+    free_port,
+    metric_value,
+    router_executable,
+)
 from tests.inference.fake_openai_server import FakeServer, stall, status
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("sglang-router") is None, reason="sglang-router not installed"),
+    pytest.mark.skipif(router_executable() is None, reason="sglang-router not installed"),
 ]
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0)

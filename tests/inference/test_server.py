@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -13,6 +12,7 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from inference.local import LocalEngine
+from inference.replicas import router_executable
 from inference.serve import ServerThread
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "news?"}]
@@ -100,7 +100,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("sglang-router") is None, reason="sglang-router not installed")
+@pytest.mark.skipif(router_executable() is None, reason="sglang-router not installed")
 def test_sglang_router_fronts_two_local_servers_with_cache_aware_routing(
     tiny_engine: LocalEngine,
 ) -> None:
@@ -108,7 +108,7 @@ def test_sglang_router_fronts_two_local_servers_with_cache_aware_routing(
         port = _free_port()
         router = subprocess.Popen(
             [
-                "sglang-router",
+                router_executable() or "sglang-router",
                 "launch",
                 "--host",
                 "127.0.0.1",
