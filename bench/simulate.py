@@ -53,6 +53,7 @@ from retrieval.store import Hit, PostStore, StoreQuery, StoreSummary
 DEFAULT_RATES = (25, 50, 100, 200, 400, 800, 1600, 3200)
 # p99 of fewer than ~100 queries is the slowest one or two: 10/s over 10 s steps gives 100.
 DEFAULT_QUERY_RATE = 10.0
+SOAK_WINDOW_S = 60
 DEVSET_QUERIES = Path(__file__).resolve().parents[1] / "retrieval/devset/queries.jsonl"
 
 
@@ -173,6 +174,25 @@ def _proc_cpu(pidfile: Path | None) -> float:
         return 0.0
 
 
+def _rss_mib(pid: int, other_pidfile: Path | None) -> float:
+    """Resident memory of `pid` plus the process named in `other_pidfile`, in MiB."""
+    pids = [pid]
+    try:
+        if other_pidfile:
+            pids.append(int(other_pidfile.read_text().strip()))
+    except (OSError, ValueError):
+        pass
+    total_kib = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kib += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return round(total_kib / 1024, 1)
+
+
 def _ms(values: Sequence[float], q: float) -> float:
     return round(percentile(list(values), q) * 1000, 1) if values else 0.0
 
@@ -244,8 +264,21 @@ async def run_step(
                     pass
         await asyncio.gather(*tasks)
 
+    rss_samples: list[tuple[float, float]] = []  # (seconds into the step, MiB)
+
+    async def sample_rss(done: asyncio.Event) -> None:
+        """This process's and Redis's resident memory every few seconds: a soak's growth."""
+        t0 = time.perf_counter()
+        while not done.is_set():
+            rss_samples.append((time.perf_counter() - t0, _rss_mib(os.getpid(), cpu.redis_pidfile)))
+            try:
+                await asyncio.wait_for(done.wait(), 5.0)
+            except TimeoutError:
+                pass
+
     ingest_done = asyncio.Event()
     querier = asyncio.create_task(query_load(ingest_done))
+    sampler = asyncio.create_task(sample_rss(ingest_done))
     runner = asyncio.create_task(daemon.run(stop, once=True))
     started = time.perf_counter()
     # The source takes `seconds`; the backlog then gets `drain_s` to clear before we call it.
@@ -257,10 +290,15 @@ async def run_step(
     elapsed = time.perf_counter() - started
     ingest_done.set()
     await querier
+    await sampler
     after = cpu.read()
     backlog = await bus.lag()
 
     fresh: list[float] = []
+    # A long step (a soak) is also reported per window of SOAK_WINDOW_S by send time, so
+    # freshness that degrades as the store grows shows up rather than averaging away.
+    by_window: dict[int, list[float]] = {}
+    first_sent = min(source.sent_at.values(), default=0.0)
     stage_bus: list[float] = []
     stage_embed: list[float] = []
     stage_write: list[float] = []
@@ -273,6 +311,9 @@ async def run_step(
         if span is None:
             continue
         fresh.append(written[1] - sent)
+        by_window.setdefault(int((sent - first_sent) // SOAK_WINDOW_S), []).append(
+            written[1] - sent
+        )
         stage_bus.append(span[0] - sent)
         stage_embed.append(span[1] - span[0])
         # Embed end → upsert end: the write plus the hand-off between the two threads.
@@ -331,6 +372,24 @@ async def run_step(
         "query_embed_mean_ms": _mean_ms(q_embed),
         "query_store_mean_ms": _mean_ms(q_store),
         "query_store_p99_ms": _ms(q_store, 0.99),
+        "windows": (
+            [
+                {
+                    "from_s": w * SOAK_WINDOW_S,
+                    "indexed": len(v),
+                    "freshness_p50_ms": _ms(v, 0.5),
+                    "freshness_p99_ms": _ms(v, 0.99),
+                }
+                for w, v in sorted(by_window.items())
+            ]
+            if seconds >= 2 * SOAK_WINDOW_S
+            else []
+        ),
+        "rss_mib": {
+            "first": rss_samples[0][1] if rss_samples else None,
+            "peak": max((r for _, r in rss_samples), default=None),
+            "last": rss_samples[-1][1] if rss_samples else None,
+        },
         "load_avg": round(os.getloadavg()[0], 2),
         "cpu_cores_used": {
             "process": round((after.process - before.process) / wall, 2),
@@ -607,6 +666,22 @@ def render(result: dict[str, Any]) -> str:
             f"{s['store_points_after']:>7}"
             + ("" if s["drained"] else f"  backlog {s['backlog_left']}")
         )
+    for s in result["steps"]:
+        if s["windows"]:
+            lines.append(
+                f"soak at {s['offered_posts_per_s']} posts/s, per minute (fresh p50/p99 ms):"
+            )
+            lines.append(
+                "  "
+                + "  ".join(
+                    f"{w['freshness_p50_ms']}/{w['freshness_p99_ms']}" for w in s["windows"]
+                )
+            )
+            rss = s["rss_mib"]
+            lines.append(
+                f"  RSS (this process + Redis) MiB: first {rss['first']}, peak {rss['peak']}, "
+                f"last {rss['last']}"
+            )
     broke = result["broke_at_posts_per_s"]
     lines.append(f"broke at: {broke} posts/s" if broke is not None else "did not break")
     lines.append(f"why: {result['why']}")

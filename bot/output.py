@@ -21,6 +21,9 @@ _HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
 _TAG_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
 _UNSAFE_URL = re.compile(r"(?i)\b(?:javascript|vbscript|data|file)\s*:[^\s)\]>\"']*")
 SAFE_SCHEMES = ("http://", "https://")
+# A Markdown link, and a host-like word in its label (`https://bank.example` or `bank.example`).
+_MD_LINK = re.compile(r"\[([^\[\]\n]*)\]\((\S*?)\)")
+_LABEL_HOST = re.compile(r"(?i)(?:https?://)?((?:[a-z0-9-]+\.)+[a-z]{2,})\b")
 
 
 def safe_text(text: str) -> str:
@@ -33,9 +36,24 @@ def safe_text(text: str) -> str:
     text = _HTML_TAG.sub("", text)
     text = _TAG_OPEN.sub("‹", text)
     text = _UNSAFE_URL.sub("(unsafe link removed)", text)
+    text = _MD_LINK.sub(_honest_link, text)
     text = _MASS_MENTION.sub(lambda m: f"@{_ZWSP}{m[1]}", text)
     text = _ID_MENTION.sub(lambda m: f"‹{m[1]}{_ZWSP}{m[2]}›", text)
     return text
+
+
+def _honest_link(m: re.Match[str]) -> str:
+    """A Markdown link whose label names a host other than the one it opens
+    (`[https://bank.example](https://evil.example)`) is unlinked: `](` becomes `] (`, so both
+    addresses show as text. Only the characters after the label change, so a stream that has
+    already shown the label stays a prefix of the result."""
+    label, target = m[1], m[2]
+    target_host = target.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
+    for named in _LABEL_HOST.finditer(label):
+        host = named[1].lower()
+        if host != target_host and not target_host.endswith("." + host):
+            return f"[{label}] ({target})"
+    return m[0]
 
 
 def _invisible_removed(text: str) -> str:

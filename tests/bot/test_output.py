@@ -63,3 +63,28 @@ def test_hidden_characters_and_userinfo_links_do_not_get_through() -> None:
     assert shown == "red [31malert[0m evil tag ok"
     assert safe_url("https://bsky.app@evil.example/x") is None
     assert safe_url("https://bsky.app/profile/a?next=x@y") == "https://bsky.app/profile/a?next=x@y"
+
+
+def test_link_text_naming_another_host_is_unlinked() -> None:
+    out = safe_text("pay here [https://bank.example](https://evil.example/login) now")
+    assert "](" not in out
+    assert "https://bank.example" in out and "https://evil.example/login" in out
+    assert "](" not in safe_text("[bank.example](https://evil.example)")
+    # Honest links stay links: citations, plain words, the same host or a subdomain of it.
+    for honest in (
+        "[1](https://bsky.app/profile/a/post/1)",
+        "[the thread](https://bsky.app/x)",
+        "[bsky.app](https://bsky.app/x)",
+        "[example.com](https://www.example.com/a)",
+    ):
+        assert safe_text(honest) == honest
+
+
+@given(st.text(alphabet="[]() htps:/.abx\n", max_size=60), st.data())
+def test_streamed_links_equal_sanitised_whole(text: str, data: st.DataObject) -> None:
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=6)))
+    parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    stream = SafeStream()
+    shown = "".join(stream.feed(p) for p in parts) + stream.finish()
+    assert shown == safe_text(text)
+    assert safe_text(shown) == shown
