@@ -6,8 +6,8 @@ Prints, in one run:
 - freshness at an offered rate: a post's arrival on the bus → the moment the store returns
   it (every post) and the moment `search` ranks it (a sample), p50/p99.
 
-Run: `quipfeed bench ingest [--posts 2000] [--rate 50] [--embedder static] [--json]`
-or `python -m bench.ingest`.
+Run: `quipfeed bench ingest [--posts 2000] [--rate 50] [--embedder static] [--batch-size N]
+[--sync-interval-ms MS] [--stages] [--json]` or `python -m bench.ingest`.
 """
 
 from __future__ import annotations
@@ -189,6 +189,7 @@ async def run(settings: Settings, posts: int = 2000, rate: float = 50.0) -> dict
     return {
         "embedder": f"{settings.embedder.kind}:{embedder.name}",
         "batch_size": settings.ingest.batch_size,
+        "sync_interval_ms": settings.ingest.sync_interval_ms,
         "raw_embedder_texts_per_s": round(raw, 1),
         "pipeline_posts_per_s": full["posts_per_s"],
         "pipeline_vs_embedder": round(full["posts_per_s"] / raw, 3),
@@ -205,11 +206,17 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--embedder", default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--sync-interval-ms", type=int, default=None)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     settings = Settings()
     if args.embedder:
         settings.embedder.kind = args.embedder
+    if args.batch_size is not None:
+        settings.ingest.batch_size = args.batch_size
+    if args.sync_interval_ms is not None:
+        settings.ingest.sync_interval_ms = args.sync_interval_ms
     result = asyncio.run(run(settings, args.posts, args.rate))
     print(
         json.dumps(result, indent=2)

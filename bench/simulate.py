@@ -113,6 +113,9 @@ class TimedStore:
     def delete(self, post_ids: Sequence[str]) -> None:
         self.inner.delete(post_ids)
 
+    def sync(self) -> None:
+        self.inner.sync()
+
     def delete_where(
         self,
         *,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from bot.models import ConversationInfo, Feedback, Message, Source, TurnResult
 from bot.output import SafeStream, safe_text
 from bot.persona import Persona, pick_persona
 from bot.plan import SearchPlan, plan_search
-from bot.search import PostSearch
+from bot.search import PostSearch, SearchUnavailable
 from bot.store import ConversationStore, MessageNotFound
 from bot.suggest import suggest_followups
 from inference.engine import Engine
@@ -33,7 +34,21 @@ from inference.layout import turn_messages
 from inference.messages import ChatMessage, SamplingParams
 from retrieval.context import pack_context
 
+log = logging.getLogger(__name__)
+
 TITLE_CHARS = 60
+
+# What a person is told when the post store could not be searched (shown beside the answer,
+# never part of it), and what the model is told in place of the feed block.
+FEED_UNAVAILABLE = (
+    "I can't reach the live feed right now, so this answer has no fresh posts behind it."
+)
+FEED_UNAVAILABLE_PROMPT = (
+    "The live feed could not be searched for this question: the post store is unreachable "
+    "right now, so no feed posts are given. Do not claim to know what is trending or what "
+    "people are posting now, and cite no posts. Say briefly that you cannot see the feed at "
+    "the moment, then help with what you can from general knowledge."
+)
 
 
 class ChatConfig(BaseModel):
@@ -53,11 +68,21 @@ class Delta:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """Something the person should see beside this answer (before its first `Delta`).
+
+    `kind` is "feed_unavailable" (the post store could not be searched; `text` says so)."""
+
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True)
 class Done:
     result: TurnResult
 
 
-TurnEvent = Delta | Done
+TurnEvent = Delta | Notice | Done
 
 
 class Chat:
@@ -194,6 +219,10 @@ class Chat:
                 asked = msgs[base or ""]
                 history = _line_to(msgs, asked.parent_id)
                 plan = SearchPlan(asked.query is not None, asked.query, "regenerate")
+                if asked.feed_unavailable:
+                    # The feed was unreachable when it was asked: search again now. The
+                    # question is updated in place (its earlier answers cited nothing).
+                    asked = await self._with_context(asked, plan, persona, None)
             else:
                 parent = (base or None) if replace else _open_parent(await self.store.path(cid))
                 history = _line_to(msgs, parent)
@@ -221,25 +250,41 @@ class Chat:
         as_of: datetime | None,
     ) -> Message:
         """The user message with its fresh context: retrieval happens here (step 2)."""
+        asked = Message(parent_id=parent, role="user", content=question.strip())
+        return await self._with_context(asked, plan, persona, as_of)
+
+    async def _with_context(
+        self, asked: Message, plan: SearchPlan, persona: Persona, as_of: datetime | None
+    ) -> Message:
+        """`asked` with the posts found for `plan` and the prompt text that carries them; when
+        search is unavailable, marked `feed_unavailable` with a prompt that says so."""
         sources: list[Source] = []
         fresh = ""
+        unavailable = False
         if plan.needs_feed and plan.query:
-            hits = await self.search.search(
-                plan.query, k=self.config.k, since=self.config.since, as_of=as_of
-            )
             now = as_of or datetime.now(UTC)
-            block = pack_context(hits, now=now, budget_tokens=self._context_budget(persona))
-            sources = [Source(number=c.number, post=c.post) for c in block.citations]
-            fresh = f"Now: {now.strftime('%Y-%m-%d %H:%M UTC')}. Search: {plan.query}\n{block.text}"
-        question = question.strip()
-        content = f"{fresh}\n\n{question}" if fresh else question
-        return Message(
-            parent_id=parent,
-            role="user",
-            content=question,
-            sent=content,
-            query=plan.query if plan.needs_feed else None,
-            context=sources,
+            stamp = f"Now: {now.strftime('%Y-%m-%d %H:%M UTC')}."
+            try:
+                hits = await self.search.search(
+                    plan.query, k=self.config.k, since=self.config.since, as_of=as_of
+                )
+            except SearchUnavailable as e:
+                # The answer goes on without the feed and says so; the log keeps the cause.
+                log.warning("search unavailable; answering without the feed: %s", e)
+                unavailable = True
+                fresh = f"{stamp} {FEED_UNAVAILABLE_PROMPT}"
+            else:
+                block = pack_context(hits, now=now, budget_tokens=self._context_budget(persona))
+                sources = [Source(number=c.number, post=c.post) for c in block.citations]
+                fresh = f"{stamp} Search: {plan.query}\n{block.text}"
+        question = asked.content
+        return asked.model_copy(
+            update={
+                "sent": f"{fresh}\n\n{question}" if fresh else question,
+                "query": plan.query if plan.needs_feed else None,
+                "context": sources,
+                "feed_unavailable": unavailable,
+            }
         )
 
     async def _answer(
@@ -254,7 +299,10 @@ class Chat:
         """Steps 3–5: stream the reply, link citations, suggest follow-ups, store the turn."""
         stream, raw_parts, tokens = SafeStream(), [], 0
         suggestions: asyncio.Task[list[str]] | None = None
-        if plan.needs_feed and not asked.context:
+        notice = FEED_UNAVAILABLE if asked.feed_unavailable else None
+        if notice is not None:
+            yield Notice("feed_unavailable", notice)
+        if plan.needs_feed and not asked.context and not asked.feed_unavailable:
             raw_parts.append(persona.empty_reply)  # nothing to ground on: say so, invent nothing
             if shown := stream.feed(persona.empty_reply):
                 yield Delta(shown)
@@ -292,6 +340,7 @@ class Chat:
             model=self.engine.model_name,
             tokens=tokens,
             suggestions=await self._collect(suggestions),
+            feed_unavailable=asked.feed_unavailable,
         )
         if info.title == "New conversation":
             info.title = safe_text(" ".join(asked.content.split()))[:TITLE_CHARS] or info.title
@@ -306,8 +355,9 @@ class Chat:
                 sources=cited,
                 suggestions=answer.suggestions,
                 query=asked.query,
-                searched=asked.query is not None,
+                searched=asked.query is not None and not asked.feed_unavailable,
                 tokens=tokens,
+                notice=notice,
             )
         )
 

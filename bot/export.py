@@ -39,6 +39,8 @@ def to_markdown(info: ConversationInfo, path: list[Message], versions: dict[str,
             lines += [f"**You**{mark}: {m.content}", ""]
             continue
         lines += [f"**{m.persona or 'quip'}**{mark}: {m.content}", ""]
+        if m.feed_unavailable:
+            lines += ["_(the live feed was unreachable: no fresh posts behind this answer)_", ""]
         if asked is not None and m.cited:
             by_number = {s.number: s for s in asked.context}
             for n in m.cited:

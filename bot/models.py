@@ -56,6 +56,9 @@ class Message(BaseModel):
     sent: str | None = None
     query: str | None = None
     context: list[Source] = Field(default_factory=list)
+    # Both roles: the post store could not be searched for this question, so the answer has no
+    # fresh posts behind it (a regenerated answer searches again).
+    feed_unavailable: bool = False
     # assistant messages
     raw: str | None = Field(default=None, description="The model's text before links were added.")
     cited: list[int] = Field(default_factory=list)
@@ -94,6 +97,9 @@ class TurnResult(BaseModel):
     query: str | None
     searched: bool
     tokens: int = 0
+    notice: str | None = Field(
+        default=None, description="Shown beside the answer, e.g. the feed was unreachable."
+    )
 
     def as_json(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")

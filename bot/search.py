@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from retrieval.search import Searcher
-from retrieval.store import Hit
+from retrieval.store import Hit, StoreUnavailable
 
 
 class SearchUnavailable(RuntimeError):
@@ -28,7 +28,8 @@ class PostSearch(Protocol):
 
 
 class LocalSearch:
-    """`PostSearch` over an in-process `Searcher` (run in a thread: embedding is CPU work)."""
+    """`PostSearch` over an in-process `Searcher` (run in a thread: embedding is CPU work).
+    A store that cannot be reached (`StoreUnavailable`) raises `SearchUnavailable`."""
 
     def __init__(self, searcher: Searcher, *, half_life: timedelta | None = None) -> None:
         self.searcher = searcher
@@ -43,3 +44,5 @@ class LocalSearch:
             )
         except ValueError:  # BadSearch: an empty or over-long query finds nothing
             return []
+        except StoreUnavailable as e:
+            raise SearchUnavailable(str(e)) from e

@@ -2,7 +2,8 @@
 
 One seam, `Engine` (`stream`, `generate`, `aclose`), two implementations:
 `OpenAIEngine` (SGLang or any OpenAI-compatible server over HTTP) and `LocalEngine`
-(transformers in process; imported lazily, as it pulls in torch).
+(transformers in process). Both are imported lazily: torch and the OpenAI client take seconds
+to import, which `inference.request_id`'s users (every command's logging) should not pay.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from inference.messages import (
     SamplingParams,
     Usage,
 )
-from inference.openai_engine import OpenAIEngine
 
 if TYPE_CHECKING:
     from inference.local import LocalEngine
+    from inference.openai_engine import OpenAIEngine
 
 __all__ = [
     "ChatMessage",
@@ -71,4 +72,8 @@ def __getattr__(name: str) -> Any:
         from inference.local import LocalEngine
 
         return LocalEngine
+    if name == "OpenAIEngine":
+        from inference.openai_engine import OpenAIEngine
+
+        return OpenAIEngine
     raise AttributeError(f"module 'inference' has no attribute {name!r}")

@@ -11,6 +11,8 @@ Failure policy:
 - A `CircuitBreaker` counts failures; while open, calls fail at once with `CircuitOpen`.
 - Closing the iterator, or cancelling the task reading it, closes the HTTP response, which
   aborts the request on the server.
+- The current turn's request id (`inference.request_id`) goes with each completion request as
+  `X-Request-ID`, so the server's logs can be joined with the caller's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import importlib
 import json
+import logging
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from typing import Any
 import httpx
 import openai
 
+from inference import request_id
 from inference.breaker import CircuitBreaker
 from inference.engine import collect
 from inference.errors import (
@@ -48,6 +52,8 @@ from inference.messages import (
     Usage,
     check_messages,
 )
+
+log = logging.getLogger(__name__)
 
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
 
@@ -293,7 +299,10 @@ class OpenAIEngine:
                 # The raw streaming response: the openai client still builds the request, maps
                 # error statuses and authenticates, but events are parsed here as plain JSON —
                 # its per-chunk pydantic models cost ~5x the rest of the client path.
-                context = self._client.chat.completions.with_streaming_response.create(**request)
+                rid = request_id.current()
+                context = self._client.chat.completions.with_streaming_response.create(
+                    **request, extra_headers={request_id.HEADER: rid} if rid else None
+                )
                 stream = _EventStream(context)
                 async with asyncio.timeout(self.first_token_timeout):
                     await stream.open()
@@ -331,6 +340,10 @@ class OpenAIEngine:
                 await stream.close()
             self.breaker.record_failure()
             if attempt < self.retries:
+                log.warning(
+                    "model request failed; retrying",
+                    extra={"attempt": attempt + 1, "error": str(last)},
+                )
                 await self._sleep(attempt, retry_after)
         assert last is not None
         raise last

@@ -49,7 +49,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-
 def router_executable() -> str | None:
     """The `sglang-router` binary: beside this Python first (a virtual environment that was
     not activated has it there and not on PATH), else on PATH."""
@@ -57,6 +56,7 @@ def router_executable() -> str | None:
     if beside.is_file():
         return str(beside)
     return shutil.which("sglang-router")
+
 
 @dataclass(frozen=True)
 class RouterOptions:

@@ -11,9 +11,10 @@ work against it and SGLang.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -33,8 +34,11 @@ from inference.errors import (
     InvalidRequest,
 )
 from inference.messages import ChatMessage, Chunk, SamplingParams
+from inference.request_id import RequestIdMiddleware
 
 SERVER_VERSION = "quipfeed-local-0.1"
+
+log = logging.getLogger(__name__)
 
 
 class _ContentPart(BaseModel):
@@ -164,6 +168,9 @@ class _EngineCollector(Collector):
 def create_app(engine: Engine, *, context_window: int | None = None) -> FastAPI:
     """A FastAPI app serving `engine`. The caller owns the engine (and closes it)."""
     app = FastAPI(title="quipfeed model server", version=SERVER_VERSION)
+    # The caller's X-Request-ID (or a fresh one) is current while a request runs: every log
+    # line it causes carries it, and the response echoes it.
+    app.add_middleware(RequestIdMiddleware)
     registry = CollectorRegistry()
     registry.register(_EngineCollector(engine))
     http_requests = Counter(
@@ -256,6 +263,21 @@ def create_app(engine: Engine, *, context_window: int | None = None) -> FastAPI:
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest) -> Response | EventSourceResponse:
         started = time.perf_counter()
+        first_token_s: float | None = None
+
+        def finish(outcome: str) -> None:
+            http_requests.labels(outcome=outcome).inc()
+            log.info(
+                "chat completion",
+                extra={
+                    "outcome": outcome,
+                    "stream": body.stream,
+                    "messages": len(body.messages),
+                    "ttft_ms": None if first_token_s is None else round(first_token_s * 1000, 1),
+                    "ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+
         try:
             messages = [m.to_message() for m in body.messages]
             params = body.sampling()
@@ -263,22 +285,24 @@ def create_app(engine: Engine, *, context_window: int | None = None) -> FastAPI:
             # Pull the first chunk before answering, so bad input gets a 4xx, not a broken stream.
             first = await anext(chunks)
         except InferenceError as e:
-            http_requests.labels(outcome=type(e).__name__).inc()
+            finish(type(e).__name__)
             return _error_for(e)
         except StopAsyncIteration:
+            finish("empty")
             return _error(500, "engine produced no output", "server_error")
-        ttft.observe(time.perf_counter() - started)
+        first_token_s = time.perf_counter() - started
+        ttft.observe(first_token_s)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         name = body.model or engine.model_name
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return EventSourceResponse(
-                _sse(chunks, first, rid, created, name, include_usage, http_requests),
+                _sse(chunks, first, rid, created, name, include_usage, finish),
                 sep="\n",
                 ping=15,
             )
-        return await _whole(chunks, first, rid, created, name, http_requests)
+        return await _whole(chunks, first, rid, created, name, finish)
 
     return app
 
@@ -311,7 +335,7 @@ async def _sse(
     created: int,
     model: str,
     include_usage: bool,
-    counter: Counter,
+    finish: Callable[[str], None],
 ) -> AsyncIterator[dict[str, str]]:
     def event(choices: list[dict[str, Any]], **extra: Any) -> dict[str, str]:
         payload = {
@@ -359,7 +383,7 @@ async def _sse(
             "data": json.dumps({"error": {"message": str(e), "type": "server_error", "code": 500}})
         }
     finally:
-        counter.labels(outcome=outcome).inc()
+        finish(outcome)
         # Closing the engine's stream cancels the request there (the client went away).
         await chunks.aclose()
 
@@ -370,7 +394,7 @@ async def _whole(
     rid: str,
     created: int,
     model: str,
-    counter: Counter,
+    finish: Callable[[str], None],
 ) -> Response:
     texts: dict[int, list[str]] = {}
     reasons: dict[int, str | None] = {}
@@ -384,9 +408,9 @@ async def _whole(
             if chunk.finish_reason is not None:
                 reasons[chunk.index] = chunk.finish_reason
     except InferenceError as e:
-        counter.labels(outcome=type(e).__name__).inc()
+        finish(type(e).__name__)
         return _error_for(e)
-    counter.labels(outcome="ok").inc()
+    finish("ok")
     body: dict[str, Any] = {
         "id": rid,
         "object": "chat.completion",

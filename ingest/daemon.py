@@ -46,6 +46,8 @@ class DaemonConfig:
     workers: int = 1
     batch_size: int = 64
     deadline_ms: int = 50
+    # Group commit: sync the store and acknowledge at most this often (0: every batch).
+    sync_interval_ms: int = 1000
     retention: timedelta | None = None
     consumer_prefix: str = "indexer"
 
@@ -98,6 +100,7 @@ class Daemon:
                     consumer=f"{self.config.consumer_prefix}-{i}",
                     batch_size=self.config.batch_size,
                     deadline_ms=self.config.deadline_ms,
+                    sync_interval_ms=self.config.sync_interval_ms,
                 ),
                 self.metrics,
                 TrendCounter(self.bus.client, trend_prefix(self.bus.stream)),

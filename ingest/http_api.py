@@ -17,7 +17,10 @@ from fastapi.responses import JSONResponse, Response
 from ingest.daemon import Daemon
 from ingest.stats import collect_stats
 from retrieval.search import Searcher
-from retrieval.store import Hit
+from retrieval.store import Hit, StoreUnavailable
+
+# How long /healthz waits for the store to answer a count before calling it down.
+STORE_PROBE_S = 2.0
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:
@@ -35,6 +38,20 @@ def hit_json(hit: Hit) -> dict[str, Any]:
 
 def build_app(daemon: Daemon, searcher: Searcher) -> FastAPI:
     app = FastAPI(title="quipfeed ingest daemon", docs_url=None, redoc_url=None)
+    probes: list[asyncio.Future[int]] = []
+
+    async def store_error() -> str | None:
+        """Why the store does not answer a count, or None when it does. One probe at a time:
+        a hung server must not pile blocked threads into the pool the indexers use."""
+        if not probes or probes[-1].done():
+            probes[:] = [asyncio.ensure_future(asyncio.to_thread(daemon.store.count))]
+        try:
+            await asyncio.wait_for(asyncio.shield(probes[-1]), STORE_PROBE_S)
+        except TimeoutError:
+            return f"no answer in {STORE_PROBE_S:g} s"
+        except Exception as exc:
+            return repr(exc)
+        return None
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -43,17 +60,36 @@ def build_app(daemon: Daemon, searcher: Searcher) -> FastAPI:
             body["bus_lag"] = await daemon.bus.lag()
         except Exception as exc:  # Redis down: say so rather than fail the probe's parse
             body["status"], body["error"] = "down", f"bus unreachable: {exc!r}"
+        # A store outage is "degraded", not "down": the feed keeps landing on the bus and the
+        # indexers catch up by themselves once the store answers again.
+        error = await store_error()
+        body["store"] = "down" if error else "ok"
+        if error:
+            body["store_error"] = error
+            if body["status"] == "ok":
+                body["status"] = "degraded"
         return JSONResponse(body, status_code=503 if body["status"] == "down" else 200)
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        daemon.metrics.bus_lag.set(await daemon.bus.lag())
-        daemon.metrics.posts_total.set(await asyncio.to_thread(daemon.store.count))
+        # A scrape must answer while Redis or the store is away: that is when it matters.
+        # Gauges it cannot refresh keep their last value; quipfeed_store_up says which.
+        try:
+            daemon.metrics.bus_lag.set(await daemon.bus.lag())
+        except Exception:  # Redis away: /healthz says so; the last lag stays
+            pass
+        error = await store_error()
+        daemon.metrics.store_up.set(0 if error else 1)
+        if error is None and probes and probes[-1].done() and not probes[-1].exception():
+            daemon.metrics.posts_total.set(probes[-1].result())
         return Response(daemon.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:
-        return await collect_stats(daemon.bus, daemon.store)
+        try:
+            return await collect_stats(daemon.bus, daemon.store)
+        except StoreUnavailable as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from exc
 
     @app.get("/dead-letters")
     async def dead_letters(limit: int = Query(50, ge=1, le=10_000)) -> list[dict[str, Any]]:
@@ -77,6 +113,8 @@ def build_app(daemon: Daemon, searcher: Searcher) -> FastAPI:
             )
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
+        except StoreUnavailable as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from exc
         # Header values are latin-1; JSON with ASCII escapes always fits.
         notes = json.dumps(list(result.notes), ensure_ascii=True)
         return JSONResponse([hit_json(h) for h in result.hits], headers={"X-Quipfeed-Notes": notes})

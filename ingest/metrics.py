@@ -57,6 +57,9 @@ class IngestMetrics:
             "quipfeed_bus_lag", "Changes on the bus not yet acknowledged by an indexer", registry=r
         )
         self.posts_total = Gauge("quipfeed_posts_total", "Posts in the store", registry=r)
+        self.store_up = Gauge(
+            "quipfeed_store_up", "1 when the store answered the last scrape, else 0", registry=r
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -45,7 +45,10 @@ ConfigOpt = Annotated[
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    typer.secho(f"error: {message}", fg="red", err=True)
+    from quipfeed.logs import redact
+
+    # A message may quote a configured URL; its password never reaches the terminal.
+    typer.secho(f"error: {redact(message)}", fg="red", err=True)
     raise typer.Exit(code)
 
 
@@ -364,27 +367,24 @@ def bench_retrieval(
         fail("--posts needs at least one positive size")
     if embedder not in ("static", "sentence-transformers"):
         fail(f"unknown embedder {embedder!r}; use static or sentence-transformers")
-    bench = _retrieval_bench()
+    bench = _bench("retrieval")
     result = bench.run(sizes, queries=queries, embedder_kind=embedder)
     emit(result, as_json, bench.human(result))
 
 
-def _retrieval_bench() -> Any:
-    # `bench/` sits at the repo root, next to the packages, and is not installed.
+def _bench(name: str) -> Any:
+    # `bench/` sits at the repo root, next to the packages, and is not installed: when the
+    # console script runs from elsewhere, put the checkout's root on the path.
     import importlib
-    import importlib.util
 
+    root = Path(__file__).resolve().parents[1]
     try:
-        return importlib.import_module("bench.retrieval")
+        return importlib.import_module(f"bench.{name}")
     except ImportError:
-        path = Path(__file__).resolve().parents[1] / "bench" / "retrieval.py"
-        spec = importlib.util.spec_from_file_location("quipfeed_bench_retrieval", path)
-        if spec is None or spec.loader is None or not path.is_file():
-            fail(f"benchmark code not found at {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
+        if not (root / "bench" / f"{name}.py").is_file():
+            fail(f"benchmark code not found at {root / 'bench'}")
+        sys.path.insert(0, str(root))
+        return importlib.import_module(f"bench.{name}")
 
 
 @bench_app.command("ingest")
@@ -396,16 +396,32 @@ def bench_ingest(
     embedder: Annotated[
         str | None, typer.Option(help="sentence-transformers or static (default: settings).")
     ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, max=4096, help="Indexer batch (default: settings).")
+    ] = None,
+    sync_interval_ms: Annotated[
+        int | None,
+        typer.Option(min=0, max=60_000, help="Group commit interval; 0 syncs every batch."),
+    ] = None,
+    stages: Annotated[
+        bool, typer.Option("--stages", help="Also cost each stage alone, in CPU µs per post.")
+    ] = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Sustained posts/s, freshness p50/p99 at an offered rate, and the raw embedder's texts/s."""
-    from bench.ingest import run
-
+    bench = _bench("ingest")
     settings = settings_from(config)
     if embedder:
         settings.embedder.kind = embedder  # type: ignore[assignment]
-    result = asyncio.run(run(settings, posts=posts, rate=rate))
+    if batch_size is not None:
+        settings.ingest.batch_size = batch_size
+    if sync_interval_ms is not None:
+        settings.ingest.sync_interval_ms = sync_interval_ms
+    result = asyncio.run(bench.run(settings, posts=posts, rate=rate))
+    if stages:
+        per_stage = _bench("ingest_stages")
+        result["stages"] = asyncio.run(per_stage.run(posts, settings.ingest.batch_size))
     emit(result, as_json, "\n".join(f"{k}: {v}" for k, v in result.items()))
 
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from bot.chat import Chat, ChatConfig, Delta, Done
+from bot.chat import Chat, ChatConfig, Delta, Done, Notice
 from bot.models import TurnResult
 from bot.persona import PersonaError, load_personas
 from bot.search import LocalSearch, PostSearch
@@ -56,7 +56,10 @@ class Refused(Exception):
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.secho(f"error: {message}", fg="red", err=True)
+    from quipfeed.logs import redact
+
+    # A message may quote a configured URL; its password never reaches the terminal.
+    typer.secho(f"error: {redact(message)}", fg="red", err=True)
     raise typer.Exit(code)
 
 
@@ -79,32 +82,25 @@ async def open_engine(settings: Any, url: str | None, path: Path | None) -> Any:
 
 @contextlib.asynccontextmanager
 async def open_search(settings: Any) -> AsyncIterator[PostSearch]:
-    """The running daemon's search when one owns the store, else the store opened here."""
-    from quipfeed.runtime import DaemonFile, embedder_for, open_store
+    """The running daemon's search when one owns the store, else the store opened here. When
+    neither can be reached (the shard held by another process, Qdrant down), chat still works:
+    turns answer without the feed and say so, and each turn looks for the store again."""
+    import logging
 
-    url = await asyncio.to_thread(DaemonFile(settings).live_url)
-    if url is not None:
-        from quipfeed.remote_search import RemoteSearch
+    from bot.search import SearchUnavailable
+    from quipfeed.feed_search import ReopeningSearch
 
-        remote = RemoteSearch(url)
-        try:
-            yield remote
-        finally:
-            await remote.aclose()
-        return
-    from retrieval.search import Searcher
-    from retrieval.store import StoreUnavailable
-
-    embedder = await asyncio.to_thread(embedder_for, settings)
+    search = ReopeningSearch(settings, half_life=timedelta(hours=settings.search.half_life_hours))
     try:
-        store = await asyncio.to_thread(open_store, settings, embedder.dim)
-    except StoreUnavailable as e:
-        raise Refused(str(e)) from e
+        await search.connect()
+    except SearchUnavailable as e:
+        logging.getLogger(__name__).warning(
+            "the post store is unavailable; answering without the feed until it is back: %s", e
+        )
     try:
-        half_life = timedelta(hours=settings.search.half_life_hours)
-        yield LocalSearch(Searcher(store, embedder), half_life=half_life)
+        yield search
     finally:
-        store.close()
+        await search.aclose()
 
 
 @contextlib.asynccontextmanager
@@ -174,7 +170,11 @@ def _print_result(result: TurnResult) -> None:
 async def _stream(events: AsyncIterator[Any], echo: bool) -> TurnResult:
     result: TurnResult | None = None
     async for event in events:
-        if isinstance(event, Delta) and echo:
+        if isinstance(event, Notice):
+            # On stderr even with --json (whose document carries it as "notice" too), so a
+            # person at the terminal always sees it; stdout stays the answer.
+            typer.secho(f"note: {event.text}", fg="yellow", err=True)
+        elif isinstance(event, Delta) and echo:
             typer.echo(event.text, nl=False)
         elif isinstance(event, Done):
             result = event.result

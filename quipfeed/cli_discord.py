@@ -6,7 +6,9 @@ Composition lives here: settings → Redis, store and search, engine → `bot.ch
 (the bot itself never imports `ingest`). Discord options the settings tree does not hold yet are
 read from the environment under the names they would have there:
 `QUIPFEED_DISCORD__DEV_GUILD_ID`, `__ALLOW_DMS`, `__COOLDOWN_S`, `__EDIT_INTERVAL_S`,
-`__JETSTREAM_URL`, `__FEED_GUILD_IDS` (JSON list). The token is never printed or logged.
+`__JETSTREAM_URL`, `__FEED_GUILD_IDS` (JSON list), and `__HOST`/`__PORT` for the bot's
+optional `/healthz` + `/metrics` endpoint (off unless a port is given; 127.0.0.1 by default).
+The token is never printed or logged.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class DiscordEnv(BaseSettings):
     edit_interval_s: float = Field(default=1.2, ge=0)
     jetstream_url: str | None = None
     feed_guild_ids: list[int] | None = None
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=0, le=65535)
 
 
 def discord_options(env: DiscordEnv | None = None) -> Any:
@@ -74,11 +78,23 @@ def _token(settings: Settings) -> str:
     return settings.discord.token.get_secret_value().strip()
 
 
-async def run_discord_bot(settings: Settings, chat: Any, client: Any) -> None:
-    """Run the bot over an existing `bot.chat.Chat` and Redis client until cancelled."""
+async def run_discord_bot(
+    settings: Settings,
+    chat: Any,
+    client: Any,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+) -> None:
+    """Run the bot over an existing `bot.chat.Chat` and Redis client until cancelled. With a
+    `port` (else `QUIPFEED_DISCORD__PORT`), `/healthz` and `/metrics` are served on
+    `host` (else `QUIPFEED_DISCORD__HOST`, default 127.0.0.1) while it runs."""
+    import contextlib
+
     import discord
 
     from bot.discord import DiscordState, FeedRegistry, QuipBot, Turns
+    from bot.discord.health import HealthServer
 
     token = _token(settings)
     from ingest.daemon import trend_prefix
@@ -91,9 +107,18 @@ async def run_discord_bot(settings: Settings, chat: Any, client: Any) -> None:
         discord_options(),
         trends=TrendCounter(client, trend_prefix(settings.redis.stream)),
     )
+    env = DiscordEnv()
+    port = port if port is not None else env.port
     try:
-        async with bot:
-            await bot.start(token)
+        async with contextlib.AsyncExitStack() as stack:
+            if port is not None:
+                health = HealthServer(bot, bot.metrics, host=host or env.host, port=port)
+                await stack.enter_async_context(health)
+                log.info("Discord bot health and metrics", extra={"url": health.url})
+            async with bot:
+                await bot.start(token)
+    except OSError as e:  # the health port is taken or not bindable
+        raise typer.BadParameter(f"cannot serve /healthz and /metrics: {e}") from None
     except discord.LoginFailure:
         raise typer.BadParameter(
             "Discord rejected the token (QUIPFEED_DISCORD__TOKEN); copy it again from "
@@ -106,7 +131,9 @@ async def run_discord_bot(settings: Settings, chat: Any, client: Any) -> None:
         ) from None
 
 
-async def run_discord(settings: Settings, *, tiny: bool = False) -> None:
+async def run_discord(
+    settings: Settings, *, tiny: bool = False, host: str | None = None, port: int | None = None
+) -> None:
     """Run the bot until it is stopped (Ctrl-C / SIGTERM / `bot.close()`). Search goes to the
     running ingest daemon when one owns the store, else to the store opened here."""
     import redis.asyncio as aioredis
@@ -125,7 +152,11 @@ async def run_discord(settings: Settings, *, tiny: bool = False) -> None:
                 client = aioredis.from_url(url)
                 try:
                     await run_discord_bot(
-                        settings, Chat(client, engine, search, load_personas()), client
+                        settings,
+                        Chat(client, engine, search, load_personas()),
+                        client,
+                        host=host,
+                        port=port,
                     )
                 finally:
                     await client.aclose()
@@ -140,6 +171,16 @@ def bot_discord(
     config: Annotated[
         Path | None, typer.Option("--config", help="A quipfeed.toml (default: ./quipfeed.toml).")
     ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address for /healthz and /metrics (default 127.0.0.1)."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Serve /healthz and /metrics on this port (default: off)."
+        ),
+    ] = None,
 ) -> None:
     """Run the Discord bot (token from QUIPFEED_DISCORD__TOKEN)."""
     try:
@@ -151,7 +192,7 @@ def bot_discord(
 
     logs.configure(os.environ.get("QUIPFEED_LOG_LEVEL", "INFO"))
     try:
-        asyncio.run(run_discord(settings, tiny=tiny))
+        asyncio.run(run_discord(settings, tiny=tiny, host=host, port=port))
     except typer.BadParameter as e:
         typer.secho(f"error: {e.message}", fg="red", err=True)
         raise typer.Exit(2) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -143,6 +144,10 @@ def serve_model(
         f"(context {engine.context_window}, batch {max_batch_size})",
         err=True,
     )
+    from quipfeed import logs
+
+    # One `chat completion` line per request, with the caller's X-Request-ID.
+    logs.configure(os.environ.get("QUIPFEED_LOG_LEVEL", "INFO"))
     try:
         run_server(engine, host=host, port=port)
     finally:

@@ -105,6 +105,7 @@ async def web_app(
     from bot.persona import load_personas
     from bot.web.app import create_app
     from bot.web.bot_service import BotChatService, counter_trending
+    from bot.web.metrics import TimedSearch, WebMetrics
     from ingest.daemon import trend_prefix
     from quipfeed.cli_bot import open_search
     from quipfeed.runtime import redis_url
@@ -119,12 +120,14 @@ async def web_app(
                 # (hundreds of concurrent turns each hold one for a moment).
                 pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=30)
                 client = aioredis.Redis(connection_pool=pool)
-                chat = Chat(client, engine, search, load_personas(), chat_config)
+                metrics = WebMetrics()
+                timed = TimedSearch(search, metrics.retrieval.observe)
+                chat = Chat(client, engine, timed, load_personas(), chat_config)
                 counter = TrendCounter(client, trend_prefix(settings.redis.stream))
                 window = timedelta(minutes=WebEnv().trending_window_minutes)
                 service = BotChatService(chat, trending=counter_trending(counter, window))
                 try:
-                    yield create_app(service, web_options(settings))
+                    yield create_app(service, web_options(settings), metrics)
                 finally:
                     await client.aclose()
     finally:
@@ -157,7 +160,11 @@ def web(
     except (FileNotFoundError, ValueError) as e:
         typer.secho(f"error: bad settings: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
+    from quipfeed import logs
     from quipfeed.cli_bot import Refused
+
+    # INFO by default: one `turn` and one `search` line per answer, each with its request id.
+    logs.configure(os.environ.get("QUIPFEED_LOG_LEVEL", "INFO"))
 
     try:
         asyncio.run(

@@ -9,6 +9,7 @@ import httpx
 from pydantic import ValidationError
 
 from bot.search import SearchUnavailable
+from inference import request_id
 from retrieval.post import Post
 from retrieval.store import Hit
 
@@ -37,7 +38,10 @@ class RemoteSearch:
         if as_of is not None:
             params["now"] = as_of.isoformat()
         try:
-            response = await self._http.get("/search", params=params)
+            # The turn's request id travels on, so the daemon's search log line carries it.
+            rid = request_id.current()
+            headers = {request_id.HEADER: rid} if rid else None
+            response = await self._http.get("/search", params=params, headers=headers)
         except httpx.HTTPError as e:
             raise SearchUnavailable(
                 f"the ingest daemon at {self._http.base_url} did not answer: {e}"

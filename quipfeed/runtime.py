@@ -21,6 +21,7 @@ import httpx
 import redis.asyncio as aioredis
 import uvicorn
 
+from inference.request_id import RequestIdMiddleware
 from ingest.bus import Bus
 from ingest.daemon import Daemon, DaemonConfig, Progress
 from ingest.http_api import build_app
@@ -199,6 +200,7 @@ def daemon_config(settings: Settings) -> DaemonConfig:
         workers=settings.ingest.workers,
         batch_size=settings.ingest.batch_size,
         deadline_ms=settings.ingest.batch_deadline_ms,
+        sync_interval_ms=settings.ingest.sync_interval_ms,
         retention=timedelta(days=retention) if retention else None,
         # Stable across restarts, so a restarted worker re-reads what it left pending.
         consumer_prefix=f"{socket.gethostname()}-indexer",
@@ -236,7 +238,9 @@ async def run_ingest(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             port = bound_port(host, port)
-            async with serve_app(build_app(daemon, Searcher(store, embedder)), host, port):
+            app = build_app(daemon, Searcher(store, embedder))
+            app.add_middleware(RequestIdMiddleware)  # a turn's id, sent by RemoteSearch
+            async with serve_app(app, host, port):
                 daemon_file.write(f"http://{host}:{port}")
                 await daemon.run(stop, once=once, on_progress=on_progress, follow_feeds=not once)
             report = {"sources": {s: st.__dict__ for s, st in daemon.states.items()}}

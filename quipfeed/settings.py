@@ -50,6 +50,13 @@ class IngestSettings(BaseModel):
     workers: int = Field(default=1, ge=1, le=64)
     batch_size: int = Field(default=64, ge=1, le=4096)
     batch_deadline_ms: int = Field(default=50, ge=1, le=10_000)
+    sync_interval_ms: int = Field(
+        default=1000,
+        ge=0,
+        le=60_000,
+        description="Group commit: fsync the store and ack the bus at most this often "
+        "(0: after every batch). Posts are searchable before; a crash only redelivers.",
+    )
     retention_days: float = Field(default=0, ge=0, description="0 keeps posts forever.")
     host: str = "127.0.0.1"
     port: int = 8765

@@ -84,6 +84,7 @@ async def run_up(
     from bot.search import LocalSearch
     from bot.web.app import create_app
     from bot.web.bot_service import BotChatService, counter_trending
+    from bot.web.metrics import TimedSearch, WebMetrics
     from quipfeed.cli_web import web_options
 
     embedder = await asyncio.to_thread(embedder_for, settings)
@@ -102,9 +103,17 @@ async def run_up(
             searcher = Searcher(store, embedder)
             daemon = Daemon(sources, bus, store, embedder, daemon_config(settings))
             half_life = timedelta(hours=settings.search.half_life_hours)
-            chat = Chat(client, engine, LocalSearch(searcher, half_life=half_life), load_personas())
+            search = LocalSearch(searcher, half_life=half_life)
+            chat = Chat(client, engine, search, load_personas())
             trends = counter_trending(TrendCounter(client, trend_prefix(settings.redis.stream)))
-            web = create_app(BotChatService(chat, trending=trends), web_options(settings))
+            # The web app's own Chat times its searches into the web /metrics; the Discord bot
+            # (same process, `chat`) keeps its own figures.
+            metrics = WebMetrics()
+            timed = TimedSearch(search, metrics.retrieval.observe)
+            web_chat = Chat(client, engine, timed, load_personas())
+            web = create_app(
+                BotChatService(web_chat, trending=trends), web_options(settings), metrics
+            )
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -11,10 +11,16 @@ can measure what it earns:
 5. diversity (`retrieval.diversity`): duplicates collapsed, per-author cap, MMR;
 6. an empty answer widens the window (×4, ×24, then none) and says so in `SearchResult.notes`;
 7. thread context (`retrieval.threads`): replied-to and quoted posts attached to their hits.
+
+Each search logs one line (`search`, INFO): the query's length (never its text), k, mode, hits,
+whether the window widened, and milliseconds. It carries the turn's `request_id` when the
+process's log setup adds one (the composition root's `quipfeed.logs`).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -26,6 +32,8 @@ from retrieval.engagement import boost
 from retrieval.plan import MAX_HNSW_EF, MAX_LIMIT
 from retrieval.store import Hit, Mode, PostStore, StoreQuery
 from retrieval.threads import attach_parents
+
+log = logging.getLogger(__name__)
 
 MAX_QUERY_BYTES = 10_000
 # Feeds go back to 2000 at the earliest (see retrieval.post.EARLIEST_POST); a window or
@@ -160,6 +168,7 @@ class Searcher:
         shorter one the time words imply. With `widen`, an empty answer in a window is
         retried in wider ones and `notes` says so. Raises `BadSearch` for unusable input.
         """
+        started = time.perf_counter()
         opts = options or self.options
         query, as_of = _check(text, k, mode, as_of)
         _check_spans(since, half_life)
@@ -227,6 +236,17 @@ class Searcher:
                 notes.append("Nothing matched, even with no time window.")
         if opts.threads and hits:
             hits = attach_parents(hits, self.store, end)
+        log.info(
+            "search",
+            extra={
+                "query_chars": len(query),
+                "k": k,
+                "mode": mode,
+                "hits": len(hits),
+                "widened": widened,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
         return SearchResult(
             hits=hits,
             parsed=parsed,

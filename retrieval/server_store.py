@@ -7,14 +7,19 @@ server runs. It is far slower than Qdrant Edge; never a default.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 from qdrant_client import QdrantClient
 from qdrant_client import models as m
+from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from retrieval import schema
 from retrieval.plan import (
@@ -35,7 +40,9 @@ _MAX_SOURCES = 1_000
 class ServerStore:
     """Posts in collection `collection` of the Qdrant at `url` (created with the schema if
     missing). Writes wait for the server to apply them (`wait=True`). Raises
-    `StoreUnavailable` when the server cannot be reached or the collection has another size.
+    `StoreUnavailable` when the server cannot be reached or the collection has another size,
+    and from any call when the server is unreachable, times out, or answers 5xx or 429
+    (callers may retry those; other errors are bugs in the request).
     """
 
     def __init__(
@@ -50,6 +57,7 @@ class ServerStore:
     ) -> None:
         self.collection = collection
         self.dim = dim
+        self._shown_url = _without_credentials(url)  # for messages: no password in logs
         self.fusion: Fusion = fusion
         self._lock = threading.Lock()
         try:
@@ -61,7 +69,30 @@ class ServerStore:
         except StoreUnavailable:
             raise
         except Exception as exc:
-            raise StoreUnavailable(f"cannot use Qdrant at {url} ({collection}): {exc}") from exc
+            raise StoreUnavailable(
+                f"cannot use Qdrant at {_without_credentials(url)} ({collection}): {exc}"
+            ) from exc
+
+    @contextlib.contextmanager
+    def _calling(self) -> Iterator[None]:
+        """Hold the client (one call at a time) and turn "the server is not there" into
+        `StoreUnavailable`, the one error the indexer and health probe need to recognise."""
+        where = f"Qdrant at {self._shown_url}"
+        with self._lock:
+            try:
+                yield
+            except ResponseHandlingException as exc:
+                if not isinstance(exc.source, httpx.TransportError):  # a reply we cannot parse
+                    raise
+                raise StoreUnavailable(f"{where} unreachable: {exc.source!r}") from exc
+            except ResourceExhaustedResponse as exc:
+                raise StoreUnavailable(f"{where} is rate limiting: {exc}") from exc
+            except UnexpectedResponse as exc:
+                if exc.status_code is None or (exc.status_code < 500 and exc.status_code != 429):
+                    raise
+                raise StoreUnavailable(
+                    f"{where} answered {exc.status_code}: {exc.content[:200]!r}"
+                ) from exc
 
     def _ensure_collection(self) -> None:
         c = self._client
@@ -120,13 +151,17 @@ class ServerStore:
                     payload=schema.post_payload(post),
                 )
             )
-        with self._lock:
+        with self._calling():
             self._client.upsert(self.collection, points=points, wait=True)
+
+    def sync(self) -> None:
+        """Nothing to do here: writes return once the server has applied them (`wait=True`);
+        its own WAL and flush settings decide what a power loss on the server can undo."""
 
     def delete(self, post_ids: Sequence[str]) -> None:
         if not post_ids:
             return
-        with self._lock:
+        with self._calling():
             self._client.delete(
                 self.collection,
                 points_selector=m.PointIdsList(points=[point_id(p) for p in post_ids]),
@@ -154,7 +189,7 @@ class ServerStore:
             )
         if not must:
             raise ValueError("delete_where needs at least one condition")
-        with self._lock:
+        with self._calling():
             self._client.delete(
                 self.collection,
                 points_selector=m.FilterSelector(filter=m.Filter(must=must)),
@@ -166,7 +201,7 @@ class ServerStore:
     def query(self, request: StoreQuery) -> list[Hit]:
         plan = plan_query(request, self.dim, self.fusion)
         requests = [_final_request(plan)] + [_base_request(plan, k) for k in plan.base_modes]
-        with self._lock:
+        with self._calling():
             results = self._client.query_batch_points(self.collection, requests=requests)
         final = [(str(p.id), p.score, p.payload or {}) for p in results[0].points]
         bases: dict[str, dict[str, float]] = {
@@ -178,7 +213,7 @@ class ServerStore:
     def get(self, post_ids: Sequence[str]) -> list[Post]:
         if not post_ids:
             return []
-        with self._lock:
+        with self._calling():
             records = self._client.retrieve(
                 self.collection,
                 ids=[point_id(p) for p in post_ids],
@@ -190,11 +225,11 @@ class ServerStore:
         return [schema.post_from_payload(p) for p in found if p is not None]
 
     def count(self) -> int:
-        with self._lock:
+        with self._calling():
             return int(self._client.count(self.collection, exact=True).count)
 
     def summary(self) -> StoreSummary:
-        with self._lock:
+        with self._calling():
             total = int(self._client.count(self.collection, exact=True).count)
             facets = self._client.facet(
                 self.collection, key="source", limit=_MAX_SOURCES, exact=True
@@ -220,8 +255,21 @@ class ServerStore:
         return datetime.fromisoformat(str(records[0].payload[schema.CREATED_AT]))
 
     def close(self) -> None:
-        with self._lock:
+        with self._calling():
             self._client.close()
+
+
+def _without_credentials(url: str) -> str:
+    """`url` fit for a message: a user and password in it (http://user:pw@host) are dropped."""
+    try:
+        parts = urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:  # not a URL we can take apart: say nothing of it
+        return "(the configured URL)"
 
 
 # --- translation of the neutral plan to qdrant-client models --------------------------------

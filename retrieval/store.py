@@ -63,7 +63,8 @@ class StoreUnavailable(RuntimeError):
 
 class PostStore(Protocol):
     def upsert(self, posts: Sequence[Post], dense: Sequence[Sequence[float]]) -> None:
-        """Insert or replace posts; durable when this returns."""
+        """Insert or replace posts. When this returns they survive this process being killed
+        (kill -9); after the next `sync` they survive a power loss too."""
 
     def delete(self, post_ids: Sequence[str]) -> None:
         """Remove posts by their post ids; unknown ids are ignored."""
@@ -76,6 +77,10 @@ class PostStore(Protocol):
         created_before: datetime | None = None,
     ) -> None:
         """Remove every post matching all the given conditions (at least one)."""
+
+    def sync(self) -> None:
+        """Make every write so far survive a power loss or an OS crash (fsync). Callers that
+        promise durability (the indexer acknowledges the bus only after it) call this."""
 
     def query(self, request: StoreQuery) -> list[Hit]: ...
 

@@ -71,6 +71,20 @@ def topics_of(post: Post) -> dict[str, str]:
     return dict(list(found.items())[:MAX_TOPICS_PER_POST])
 
 
+def _sample(post: Post) -> str:
+    """What a trend shows of a post that mentions it."""
+    return json.dumps(
+        {
+            "id": post.id,
+            "author": post.author,
+            "text": post.text[:280],
+            "url": post.url,
+            "created_at": post.created_at.isoformat(),
+        },
+        ensure_ascii=False,
+    )
+
+
 @dataclass(frozen=True)
 class Trend:
     topic: str
@@ -124,31 +138,27 @@ class TrendCounter:
         than embedding at firehose rates)."""
         counts: dict[str, dict[str, int]] = {}
         labels: dict[str, str] = {}
-        samples: dict[str, list[str]] = {}
+        kept: dict[str, list[Post]] = {}
         for post in posts:
             topics = topics_of(post)
             if not topics:
                 continue
             bucket = f"{self.prefix}:{self._bucket(post.created_at)}"
-            sample = json.dumps(
-                {
-                    "id": post.id,
-                    "author": post.author,
-                    "text": post.text[:280],
-                    "url": post.url,
-                    "created_at": post.created_at.isoformat(),
-                },
-                ensure_ascii=False,
-            )
             per_bucket = counts.setdefault(bucket, {})
             for key, label in topics.items():
                 per_bucket[key] = per_bucket.get(key, 0) + 1
                 labels.setdefault(key, label)
-                kept = samples.setdefault(f"{bucket}:s:{key}", [])
-                kept.append(sample)
-                del kept[:-SAMPLES_PER_BUCKET]  # only the newest few survive the LTRIM anyway
+                newest = kept.setdefault(f"{bucket}:s:{key}", [])
+                newest.append(post)
+                del newest[:-SAMPLES_PER_BUCKET]  # only the newest few survive the LTRIM anyway
         if not counts:
             return
+        # Serialised once per post that survives, not once per post (a batch of 512 keeps ~50).
+        json_of: dict[int, str] = {}
+        samples = {
+            key: [json_of.get(id(p)) or json_of.setdefault(id(p), _sample(p)) for p in newest]
+            for key, newest in kept.items()
+        }
         batch = {"counts": counts, "labels": labels, "samples": samples}
         await self.client.eval(
             _RECORD,

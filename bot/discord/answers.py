@@ -16,7 +16,8 @@ from typing import Any
 
 import discord
 
-from bot.chat import Delta, Done, TurnEvent
+from bot.chat import FEED_UNAVAILABLE, Delta, Done, Notice, TurnEvent
+from bot.discord.metrics import DiscordMetrics
 from bot.discord.options import DiscordOptions
 from bot.discord.render import no_previews, quote_user_text, sources_footer
 from bot.discord.state import AnswerRef, DiscordState
@@ -92,14 +93,26 @@ def compose(header: str, text: str, sources: list[Source], hint: str = "") -> st
     return f"{body}\n\n{footer}" if footer else body
 
 
+def notice_line(text: str) -> str:
+    """A notice shown above the answer (e.g. the feed was unreachable), as Discord subtext."""
+    return f"-# ⚠️ {no_previews(text)}\n"
+
+
 def question_header(question: str) -> str:
     """The question echoed above an answer that is not a reply to it (slash commands, buttons)."""
     return f"> {quote_user_text(question)}\n"
 
 
 class Answers:
-    def __init__(self, turns: Turns, state: DiscordState, options: DiscordOptions) -> None:
+    def __init__(
+        self,
+        turns: Turns,
+        state: DiscordState,
+        options: DiscordOptions,
+        metrics: DiscordMetrics | None = None,
+    ) -> None:
         self.turns, self.state, self.options = turns, state, options
+        self.metrics = metrics or DiscordMetrics()
 
     async def stream(
         self,
@@ -117,21 +130,25 @@ class Answers:
         """Show a turn as it streams; the finished answer's `AnswerRef` (saved), or None when
         the turn failed (the parts then show why)."""
         old_parts = old_parts or []
+        events = self.metrics.watch(events)  # TTFT, outcome, the turn's log line
         streamer = Streamer(sink, interval=self.options.edit_interval_s, shown_parts=len(old_parts))
-        text = ""
+        text = notice = ""
         result: TurnResult | None = None
         try:
             # Closed however this ends, so a failed edit never leaves the turn's lock held.
             async with contextlib.aclosing(events):
                 async for event in events:
-                    if isinstance(event, Delta):
+                    if isinstance(event, Notice):
+                        notice += notice_line(event.text)
+                        await streamer.update(header + notice)
+                    elif isinstance(event, Delta):
                         text += event.text
-                        await streamer.update(header + no_previews(text))
+                        await streamer.update(header + notice + no_previews(text))
                     elif isinstance(event, Done):
                         result = event.result
         except Exception as e:  # every failure becomes a message; see error_message
             partial = f"{no_previews(text).rstrip()}\n\n" if text.strip() else ""
-            await self._show_failure(streamer, f"{header}{partial}{error_message(e)}")
+            await self._show_failure(streamer, f"{header}{notice}{partial}{error_message(e)}")
             return None
         if result is None:  # the turn ended without finishing: say so
             await self._show_failure(streamer, f"{header}{error_message(StreamInterrupted())}")
@@ -142,7 +159,9 @@ class Answers:
         versions = await self.turns.versions(cid, owner, result.message_id)
         position = next(i for i, m in enumerate(versions, 1) if m.id == result.message_id)
         view = answer_view(position, len(versions), result.suggestions)
-        ids = await streamer.finish(compose(header, result.text, result.sources, hint), view)
+        ids = await streamer.finish(
+            compose(header + notice, result.text, result.sources, hint), view
+        )
         ref = AnswerRef(
             cid=cid,
             owner=owner,
@@ -173,7 +192,8 @@ class Answers:
         await self.turns.select(ref.cid, ref.owner, message_id)
         view = answer_view(position, len(versions), answer.suggestions)
         streamer = Streamer(sink, interval=0, shown_parts=len(ref.parts))
-        ids = await streamer.finish(compose(ref.header, answer.content, sources), view)
+        notice = notice_line(FEED_UNAVAILABLE) if answer.feed_unavailable else ""
+        ids = await streamer.finish(compose(ref.header + notice, answer.content, sources), view)
         new = ref.model_copy(update={"answer_id": message_id, "parts": ids})
         await self.state.save_answer(new, stale_parts=ref.parts)
         return new

@@ -1,6 +1,7 @@
 """The Discord bot: cogs, persistent buttons, command sync, and errors turned into messages.
 
 discord.py reconnects and resumes through gateway drops by itself; nothing here interferes.
+Each interaction gets a request id and is counted in `QuipBot.metrics` (`bot.discord.metrics`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from discord.ext import commands
 
 from bot.discord.answers import SOMETHING_WRONG, AnswerButtons, Answers, tell
 from bot.discord.feeds import FeedRegistry
+from bot.discord.metrics import DiscordMetrics
 from bot.discord.options import DiscordOptions
 from bot.discord.state import DiscordState
 from bot.discord.turns import Turns
@@ -32,10 +34,19 @@ def default_intents() -> discord.Intents:
     return wanted
 
 
+def command_name(interaction: discord.Interaction) -> str:
+    command = interaction.command
+    return command.qualified_name if command is not None else "unknown"
+
+
 class QuipTree(app_commands.CommandTree["QuipBot"]):
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         bot: QuipBot = interaction.client  # type: ignore[assignment]
+        # discord.py runs each interaction in a task of its own, and this check first: the id
+        # set here is the interaction's for everything the command does.
+        bot.metrics.begin(command_name(interaction))
         if interaction.guild_id is None and not bot.options.allow_dms:
+            bot.metrics.count(command_name(interaction), "refused")
             await tell(interaction, "I only answer in servers here, not in direct messages.")
             return False
         return True
@@ -43,6 +54,11 @@ class QuipTree(app_commands.CommandTree["QuipBot"]):
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
+        metrics: DiscordMetrics = interaction.client.metrics  # type: ignore[attr-defined]
+        refused = isinstance(error, app_commands.CheckFailure)
+        metrics.count(command_name(interaction), "refused" if refused else "error")
+        if not refused:
+            metrics.errors.labels("command").inc()
         if isinstance(error, app_commands.MissingPermissions):
             text = "You don't have the permission this command needs."
         elif isinstance(error, app_commands.NoPrivateMessage):
@@ -71,6 +87,7 @@ class QuipBot(commands.Bot):
         *,
         intents: discord.Intents | None = None,
         trends: Any | None = None,
+        metrics: DiscordMetrics | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -85,7 +102,8 @@ class QuipBot(commands.Bot):
         self.turns, self.state, self.feeds, self.options = turns, state, feeds, options
         # A `retrieval.trending.TrendCounter` (the indexers' counters) for /trending, if any.
         self.trends = trends
-        self.answers = Answers(turns, state, options)
+        self.metrics = metrics or DiscordMetrics()
+        self.answers = Answers(turns, state, options, self.metrics)
         self.buttons = AnswerButtons(self.answers)
 
     async def setup_hook(self) -> None:
@@ -115,6 +133,11 @@ class QuipBot(commands.Bot):
     async def on_message(self, message: discord.Message) -> None:
         # No prefix commands: the Conversation cog's listener answers mentions and replies.
         return
+
+    async def on_app_command_completion(
+        self, interaction: discord.Interaction, command: Any
+    ) -> None:
+        self.metrics.count(command.qualified_name, "ok")
 
     async def on_ready(self) -> None:
         log.info("Discord bot ready as %s in %d servers", self.user, len(self.guilds))

@@ -59,7 +59,9 @@ class AnswerButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMP
 
     async def callback(self, interaction: discord.Interaction) -> None:
         handler: ButtonHandler = interaction.client.buttons  # type: ignore[attr-defined]
-        await handler.press(interaction, self.action, self.arg)
+        # Each press runs in a task of its own: a request id and a count of its own.
+        with interaction.client.metrics.interaction(f"button:{self.action}"):  # type: ignore[attr-defined]
+            await handler.press(interaction, self.action, self.arg)
 
 
 def answer_view(position: int, total: int, suggestions: Sequence[str]) -> discord.ui.View:

@@ -7,6 +7,11 @@ caller gets an owner id, and conversations are visible only to their owner.
 Turns stream as Server-Sent Events: `turn` (ids), `token`…, `citations`, `suggestions`, `done`
 (or `error`/`stopped`), each with an id `<turn>.<n>`. A dropped stream resumes with
 `GET /v1/turns/{turn}/events` and `Last-Event-ID`, replaying what was missed.
+
+Every response carries `X-Request-ID`: the caller's, if it sent a valid one (1–64 of
+`A-Za-z0-9._:-`), else a fresh one. The id is current for the whole turn (its streaming task
+included), so the web, retrieval and model-server log lines of one turn share it.
+`/metrics` serves Prometheus metrics (`bot.web.metrics`); `/healthz` says the app is up.
 """
 
 import inspect
@@ -18,12 +23,13 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
 from bot.web.body_limit import BodyLimit
 from bot.web.limits import RateLimiter
+from bot.web.metrics import HttpMetricsMiddleware, WebMetrics
 from bot.web.openai_facade import add_openai_routes
 from bot.web.options import WebOptions
 from bot.web.runs import Runs, TooManyRuns
@@ -44,6 +50,8 @@ from bot.web.service import (
 from bot.web.service import CitationCard as CitationCardModel
 from bot.web.sessions import ApiKeys, BadToken, Identity, SessionSigner
 from bot.web.sse import aclose, produce, stream
+from inference.request_id import HEADER as REQUEST_ID_HEADER
+from inference.request_id import RequestIdMiddleware
 
 STATIC = Path(__file__).parent / "static"
 
@@ -100,8 +108,13 @@ def client_ip(request: Request, options: WebOptions) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def create_app(service: ChatService, options: WebOptions) -> FastAPI:
-    """The app. `service` is closed by nobody here: its owner (the CLI) closes it."""
+def create_app(
+    service: ChatService, options: WebOptions, metrics: WebMetrics | None = None
+) -> FastAPI:
+    """The app. `service` is closed by nobody here: its owner (the CLI) closes it. `metrics`:
+    pass the `WebMetrics` the composition root also gave its `TimedSearch` (so retrieval latency
+    shows); default: a fresh one. Either way it is `app.state.metrics`."""
+    metrics = metrics or WebMetrics()
     runs = Runs(per_owner=options.concurrent_turns_per_owner)
     signer = SessionSigner(options.session_secret, ttl_s=options.session_ttl_s)
     keys = ApiKeys(options.api_keys)
@@ -133,6 +146,7 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
     )
     app.state.runs = runs
     app.state.service = service
+    app.state.metrics = metrics
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -188,10 +202,19 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
         CORSMiddleware,
         allow_origins=options.allowed_origins,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-API-Key"],
-        expose_headers=["Retry-After"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Last-Event-ID",
+            "X-API-Key",
+            REQUEST_ID_HEADER,
+        ],
+        expose_headers=["Retry-After", REQUEST_ID_HEADER],
         max_age=600,
     )
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    # Outermost (added last): the id is current for everything below, refusals included.
+    app.add_middleware(RequestIdMiddleware)
 
     def origin_allowed(origin: str | None) -> bool:
         return origin is None or "*" in options.allowed_origins or origin in options.allowed_origins
@@ -230,7 +253,10 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
         return text
 
     async def start_turn(
-        who: Identity, conversation_id: str, pending: Awaitable[AsyncIterator[TurnEvent]]
+        who: Identity,
+        conversation_id: str,
+        pending: Awaitable[AsyncIterator[TurnEvent]],
+        kind: str,
     ) -> EventSourceResponse:
         wait = turns.allow(who.owner)
         if wait:
@@ -241,13 +267,14 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
             )
         # Unknown ids and bad input answer 4xx here; the stream (and its `turn` event with the
         # id to resume by) starts at once, before retrieval and the first token.
-        events = await pending
+        events = metrics.watch(await pending, kind)
         try:
+            # The run's task copies this request's context: the turn keeps its request id.
             run = runs.start(who.owner, conversation_id, lambda r: produce(r, events))
         except TooManyRuns as e:
             await aclose(events)
             raise ApiError(429, str(e)) from e
-        return stream(run, -1)
+        return stream(run, -1, metrics)
 
     # ---- sessions, personas ----
 
@@ -347,6 +374,7 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
             who,
             conversation_id,
             service.send(who.owner, conversation_id, text, persona=body.persona),
+            "message",
         )
 
     @app.post(
@@ -358,7 +386,10 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
     )
     async def regenerate(who: Who, conversation_id: str, message_id: str) -> EventSourceResponse:
         return await start_turn(
-            who, conversation_id, service.regenerate(who.owner, conversation_id, message_id)
+            who,
+            conversation_id,
+            service.regenerate(who.owner, conversation_id, message_id),
+            "regenerate",
         )
 
     @app.post(
@@ -373,7 +404,7 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
     ) -> EventSourceResponse:
         text = check_text(body.text)
         return await start_turn(
-            who, conversation_id, service.edit(who.owner, conversation_id, message_id, text)
+            who, conversation_id, service.edit(who.owner, conversation_id, message_id, text), "edit"
         )
 
     @app.post(
@@ -416,7 +447,7 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
             if rid != turn_id or not n.isdigit():
                 raise ApiError(400, "Last-Event-ID does not belong to this turn")
             seq = int(n)
-        return stream(run, seq)
+        return stream(run, seq, metrics)
 
     @app.post(
         "/v1/turns/{turn_id}/stop",
@@ -450,7 +481,7 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
     ) -> list[CitationCardModel]:
         return await service.search(q, k)
 
-    add_openai_routes(app, service, identity, turns)
+    add_openai_routes(app, service, identity, turns, metrics)
 
     # ---- static ----
 
@@ -469,5 +500,11 @@ def create_app(service: ChatService, options: WebOptions) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
         return {"ok": True, "turns_active": runs.active()}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_text() -> PlainTextResponse:
+        return PlainTextResponse(
+            metrics.exposition().decode(), media_type="text/plain; version=0.0.4"
+        )
 
     return app

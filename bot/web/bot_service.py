@@ -12,6 +12,7 @@ from bot.chat import Chat
 from bot.limits import LimitExceeded
 from bot.models import ConversationInfo, Message, Source
 from bot.output import safe_url
+from bot.search import SearchUnavailable
 from bot.store import ConversationBusy, ConversationNotFound, MessageNotFound
 from bot.web.service import (
     BadInput,
@@ -24,6 +25,7 @@ from bot.web.service import (
     Limited,
     MessageView,
     NotFound,
+    Notice,
     PersonaCard,
     Rating,
     Suggestions,
@@ -256,7 +258,8 @@ class BotChatService:
         return await self._trending(limit)
 
     async def search(self, text: str, k: int) -> list[CitationCard]:
-        hits = await self.chat.search.search(text, k=k, since=None, as_of=None)
+        with _mapped():
+            hits = await self.chat.search.search(text, k=k, since=None, as_of=None)
         return [card(i, h.post) for i, h in enumerate(hits, 1)]
 
 
@@ -284,6 +287,8 @@ def _map(exc: BaseException) -> BaseException | None:
         return Limited(str(exc), exc.retry_after)
     if isinstance(exc, KeyError):  # pick_persona's unknown persona
         return NotFound(str(exc.args[0]) if exc.args else "not found")
+    if isinstance(exc, SearchUnavailable):  # /v1/search with the store away
+        return Unavailable("the live feed is unreachable right now; try again shortly")
     # Model trouble a person can act on (no model set, server down or overloaded): say which.
     if isinstance(exc, EngineUnavailable):
         return Unavailable(str(exc))
@@ -299,6 +304,9 @@ async def _turn(events: AsyncIterator[botchat.TurnEvent]) -> AsyncIterator[TurnE
                 if isinstance(event, botchat.Delta):
                     if event.text:
                         yield Token(event.text)
+                    continue
+                if isinstance(event, botchat.Notice):
+                    yield Notice(event.kind, event.text)
                     continue
                 result = event.result
                 yield Citations([card(s.number, s.post) for s in result.sources])
@@ -335,4 +343,5 @@ def _view(m: Message, msgs: dict[str, Message]) -> MessageView:
         suggestions=m.suggestions,
         edited=m.edited,
         persona=m.persona,
+        notice=botchat.FEED_UNAVAILABLE if m.role == "assistant" and m.feed_unavailable else None,
     )

@@ -15,12 +15,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.web.limits import RateLimiter
+from bot.web.metrics import WebMetrics
 from bot.web.service import (
     BadInput,
     ChatService,
     Citations,
     Done,
     Limited,
+    Notice,
     Suggestions,
     Token,
     TurnEvent,
@@ -65,6 +67,7 @@ def add_openai_routes(
     service: ChatService,
     identity: Callable[..., Any],
     turns: RateLimiter,
+    metrics: WebMetrics,
 ) -> None:
     Who = Annotated[Identity, Depends(identity)]
 
@@ -106,19 +109,22 @@ def add_openai_routes(
                 },
                 404,
             )
-        events = await service.answer(persona, turns_[:-1], turns_[-1][1])
+        events = metrics.watch(await service.answer(persona, turns_[:-1], turns_[-1][1]), "openai")
         cid = "chatcmpl-" + secrets.token_urlsafe(12)
         created = int(time.time())
         if body.stream:
             first = await anext(aiter(events), None)  # errors answer as HTTP errors, not a stream
             return StreamingResponse(
-                _sse(cid, created, body.model, first, events),
+                metrics.stream(_sse(cid, created, body.model, first, events)),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-store"},
             )
         text, citations, finish = [], [], "stop"
+        notices: list[str] = []
         async for event in events:
-            if isinstance(event, Token):
+            if isinstance(event, Notice):
+                notices.append(event.text)
+            elif isinstance(event, Token):
                 text.append(event.text)
             elif isinstance(event, Citations):
                 citations = [c.model_dump(mode="json") for c in event.cards]
@@ -138,6 +144,7 @@ def add_openai_routes(
             ],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
             "quipfeed_citations": citations,
+            "quipfeed_notices": notices,
         }
 
 
@@ -157,6 +164,7 @@ async def _sse(
 
     yield chunk({"role": "assistant", "content": ""})
     citations: list[dict[str, Any]] = []
+    notices: list[str] = []
 
     async def all_events() -> AsyncIterator[TurnEvent]:
         if first is not None:
@@ -165,12 +173,14 @@ async def _sse(
                 yield e
 
     async for event in all_events():
-        if isinstance(event, Token):
+        if isinstance(event, Notice):
+            notices.append(event.text)
+        elif isinstance(event, Token):
             yield chunk({"content": event.text})
         elif isinstance(event, Citations):
             citations = [c.model_dump(mode="json") for c in event.cards]
         elif isinstance(event, Suggestions):
             continue
         elif isinstance(event, Done):
-            yield chunk({}, "stop", quipfeed_citations=citations)
+            yield chunk({}, "stop", quipfeed_citations=citations, quipfeed_notices=notices)
     yield "data: [DONE]\n\n"

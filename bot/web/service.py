@@ -81,6 +81,11 @@ class MessageView(BaseModel):
     suggestions: list[str] = Field(default_factory=list)
     edited: bool = False
     persona: str | None = None
+    notice: str | None = Field(
+        default=None,
+        description="Shown beside an answer as plain text, e.g. that the live feed was "
+        "unreachable so it has no fresh posts behind it.",
+    )
 
 
 class ConversationView(ConversationSummary):
@@ -101,7 +106,17 @@ class TrendItem(BaseModel):
 Rating = Literal["up", "down"]
 
 
-# What a turn yields, in this order: tokens, then citations, then suggestions, then done.
+# What a turn yields, in this order: notices (if any), tokens, then citations, then
+# suggestions, then done.
+@dataclass(frozen=True)
+class Notice:
+    """Something to show beside the answer as plain text; `kind` "feed_unavailable": the
+    live feed could not be searched, so the answer has no fresh posts behind it."""
+
+    kind: str
+    text: str
+
+
 @dataclass(frozen=True)
 class Token:
     text: str
@@ -124,7 +139,7 @@ class Done:
     finish_reason: str
 
 
-TurnEvent = Token | Citations | Suggestions | Done
+TurnEvent = Notice | Token | Citations | Suggestions | Done
 
 
 class ChatService(Protocol):

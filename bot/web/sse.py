@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from sse_starlette.sse import EventSourceResponse
 
+from bot.web.metrics import WebMetrics
 from bot.web.runs import Run
 from bot.web.service import (
     BadInput,
@@ -15,6 +16,7 @@ from bot.web.service import (
     Done,
     Limited,
     NotFound,
+    Notice,
     Suggestions,
     Token,
     TurnEvent,
@@ -31,6 +33,8 @@ async def aclose(events: AsyncIterator[TurnEvent]) -> None:
 
 
 def encode(event: TurnEvent) -> tuple[str, str]:
+    if isinstance(event, Notice):
+        return "notice", json.dumps({"kind": event.kind, "text": event.text}, ensure_ascii=False)
     if isinstance(event, Token):
         return "token", json.dumps({"text": event.text}, ensure_ascii=False)
     if isinstance(event, Citations):
@@ -65,13 +69,14 @@ async def produce(run: Run, events: AsyncIterator[TurnEvent]) -> AsyncIterator[t
         yield "error", json.dumps({"message": "the answer failed partway; try again"})
 
 
-def stream(run: Run, after: int) -> EventSourceResponse:
+def stream(run: Run, after: int, metrics: WebMetrics | None = None) -> EventSourceResponse:
     async def events() -> AsyncIterator[dict[str, str]]:
         async for event in run.follow(after):
             if event.name == "end":
                 return
             yield {"event": event.name, "id": event.id_for(run.id), "data": event.data}
 
+    body = events() if metrics is None else metrics.stream(events())
     return EventSourceResponse(
-        events(), ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        body, ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )

@@ -167,3 +167,26 @@ async def test_remote_search_speaks_the_daemons_search_api(feed):
         assert await remote.search("  ", k=3, since=None, as_of=AS_OF) == []
     finally:
         await remote.aclose()
+
+
+async def test_remote_search_carries_the_turns_request_id_to_the_daemon(feed, caplog):
+    """The daemon hop logs its search under the id of the turn that asked (as in `runtime`)."""
+    import logging
+
+    from inference import request_id
+    from ingest.http_api import build_app
+    from quipfeed.remote_search import RemoteSearch
+    from tests.bot.conftest import AS_OF
+
+    request_id.install_log_records()
+    app = build_app(None, feed.searcher)  # type: ignore[arg-type]  # /search needs no daemon
+    app.add_middleware(request_id.RequestIdMiddleware)
+    remote = RemoteSearch("http://daemon", transport=httpx.ASGITransport(app=app))
+    caplog.set_level(logging.INFO, logger="retrieval.search")
+    try:
+        with request_id.bind("turn-42"):
+            await remote.search("Tesla", k=3, since=None, as_of=AS_OF)
+    finally:
+        await remote.aclose()
+    searches = [r for r in caplog.records if r.name == "retrieval.search"]
+    assert searches and all(getattr(r, "request_id", None) == "turn-42" for r in searches)

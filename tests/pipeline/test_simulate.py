@@ -57,9 +57,15 @@ async def test_simulation_measures_every_stage_of_two_small_steps(tmp_path: Path
 
 
 def _exported_quipfeed_names() -> set[str]:
-    """Family names the code registers: the ingest daemon's real registry, plus the model
-    server's (declared in inference/server.py, engine counters named from a tuple there)."""
+    """Family names the code registers: the ingest daemon's, the web app's and the Discord
+    bot's real registries, plus the model server's (declared in inference/server.py, engine
+    counters named from a tuple there)."""
+    from bot.discord.metrics import DiscordMetrics
+    from bot.web.metrics import WebMetrics
+
     names = {family.name for family in IngestMetrics().registry.collect()}
+    names |= {family.name for family in WebMetrics().registry.collect()}
+    names |= {family.name for family in DiscordMetrics().registry.collect()}
     server = (ROOT / "inference/server.py").read_text(encoding="utf-8")
     names |= set(re.findall(r'"(quipfeed_[a-z_]+)"', server))
     if 'f"quipfeed_engine_{name}"' in server:

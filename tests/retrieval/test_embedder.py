@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retrieval.embedder import Embedder as EmbedderProtocol
 from retrieval.embedder import (
@@ -90,3 +92,63 @@ def test_unknown_kinds_and_missing_models_are_clear_errors(tmp_path: Path) -> No
         open_embedder("static")
     with pytest.raises(EmbedderError, match="not found"):
         open_embedder("sentence-transformers", model=str(tmp_path / "nope"))
+
+
+def _random_static() -> StaticEmbedder:
+    """The real tokenizer with a random table: any change in token ids changes the vectors."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(default_model_path())).backend_tokenizer
+    tok.no_padding()
+    tok.enable_truncation(256)
+    table = np.random.default_rng(7).standard_normal((len(tok.get_vocab()), 16))
+    return StaticEmbedder(table.astype(np.float32), tok, "static:test")
+
+
+def _reference(emb: StaticEmbedder, texts: list[str]) -> np.ndarray:
+    """The vectors straight from the tokenizer's own ids (what the ASCII shortcut must match)."""
+    rows = []
+    for enc in emb._tokenizer.encode_batch(texts, add_special_tokens=False):
+        total = emb._table[enc.ids].sum(axis=0) if enc.ids else np.zeros(emb.dim)
+        norm = np.linalg.norm(total)
+        rows.append(total / norm if norm else total)
+    return np.array(rows, dtype=np.float32)
+
+
+ODD_TEXTS = [
+    "RT @alice: Breaking!!! The Met Gala 2024 -- https://t.co/xyz?a=1&b=2 #MetGala",
+    "tabs\tand\nnewlines\r\nand  double  spaces",
+    "control\x01chars\x7fjoin their\x0bneighbours",
+    "café naïve résumé — “quotes” 🎉 日本語のテキスト",
+    "",
+    "   ",
+    "x" * 150 + " long words become [UNK]",
+    " ".join(["word"] * 400),  # longer than the 256-piece window: truncated the same way
+    "snake_case and CamelCase and 3.14159 and $AAPL and a@b.c",
+]
+
+
+def test_static_embedding_matches_the_tokenizer_on_real_and_odd_texts() -> None:
+    import json
+
+    from tests.conftest import BLUESKY_200
+
+    emb = _random_static()
+    texts = [json.loads(line)["text"] for line in BLUESKY_200.read_text().splitlines()]
+    texts += ODD_TEXTS
+    got = emb.embed(texts)
+    assert np.allclose(got, _reference(emb, texts), atol=1e-5)
+    # A second pass is served from the word cache and must not drift either.
+    assert np.allclose(emb.embed(texts[::-1]), _reference(emb, texts[::-1]), atol=1e-5)
+
+
+_FUZZ_EMBEDDER: list[StaticEmbedder] = []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=120))
+def test_any_ascii_text_embeds_as_the_tokenizer_would(text: str) -> None:
+    if not _FUZZ_EMBEDDER:
+        _FUZZ_EMBEDDER.append(_random_static())
+    emb = _FUZZ_EMBEDDER[0]
+    assert np.allclose(emb.embed([text]), _reference(emb, [text]), atol=1e-5)

@@ -169,8 +169,11 @@ def make_app_factory(
     engine: Any,
     *,
     trending: bool = True,
+    metrics: Any = None,
     **options: Any,
 ) -> Callable[[], Awaitable[Any]]:
+    """`metrics`: a `bot.web.metrics.WebMetrics` the app serves and times its searches into."""
+
     async def make() -> Any:
         import redis.asyncio as aioredis
 
@@ -185,10 +188,15 @@ def make_app_factory(
         from retrieval.trending import TrendCounter
 
         pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=32, timeout=30)
+        search: Any = LocalSearch(Searcher(store, embedder))
+        if metrics is not None:
+            from bot.web.metrics import TimedSearch
+
+            search = TimedSearch(search, metrics.retrieval.observe)
         chat = Chat(
             aioredis.Redis(connection_pool=pool),
             engine,
-            LocalSearch(Searcher(store, embedder)),
+            search,
             load_personas(),
             ChatConfig(max_reply_tokens=24, limits=Limits(messages_per_minute=0, tokens_per_day=0)),
         )
@@ -201,7 +209,7 @@ def make_app_factory(
         }
         opts.update(options)
         source = counter_trending(TrendCounter(chat.store.r, TREND_PREFIX)) if trending else None
-        return create_app(BotChatService(chat, trending=source), WebOptions(**opts))
+        return create_app(BotChatService(chat, trending=source), WebOptions(**opts), metrics)
 
     return make
 

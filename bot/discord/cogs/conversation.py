@@ -176,6 +176,24 @@ class Conversation(commands.Cog):
             base = in_thread
         if not (is_dm or base is not None or mentions_bot(message, me.id)):
             return
+        # Addressed to the bot: from here on one request id, one count (this listener runs in
+        # a task of its own, so the id stays with this message).
+        self.bot.metrics.begin("mention")
+        outcome = "error"
+        try:
+            outcome = await self._answer(message, me.id, is_dm, base, in_thread)
+        finally:
+            self.bot.metrics.count("mention", outcome)
+
+    async def _answer(
+        self,
+        message: discord.Message,
+        me_id: int,
+        is_dm: bool,
+        base: AnswerRef | None,
+        in_thread: AnswerRef | None,
+    ) -> str:
+        """Answer a message addressed to the bot: "ok", "refused" (said why), or "error"."""
         if is_dm and not self.bot.options.allow_dms:
             # Said once per cooldown, so a stream of DMs does not get a stream of refusals.
             if not await self.bot.state.cool_down(message.author.id, self.bot.options.cooldown_s):
@@ -183,21 +201,21 @@ class Conversation(commands.Cog):
                     "I don't answer direct messages here. Mention me in a server channel instead.",
                     mention_author=False,
                 )
-            return
-        text = question_text(message, me.id)
+            return "refused"
+        text = question_text(message, me_id)
         if not text:
             await message.reply(EMPTY_MENTION, mention_author=False)
-            return
+            return "refused"
         if len(text) > MAX_QUESTION:
             await message.reply(
                 f"That's too long for me; keep it under {MAX_QUESTION} characters.",
                 mention_author=False,
             )
-            return
+            return "refused"
         wait = await self.bot.state.cool_down(message.author.id, self.bot.options.cooldown_s)
         if wait:
             await message.reply(cooldown_message(wait), mention_author=False, delete_after=10)
-            return
+            return "refused"
         channel_id = message.channel.id
         if base is None:
             owner = owner_key(message.author.id)
@@ -230,6 +248,7 @@ class Conversation(commands.Cog):
             and (in_thread is not None or await self.bot.state.thread(message.channel.id))
         ):
             await self.bot.state.save_thread(message.channel.id, ref)
+        return "ok" if ref is not None else "error"
 
     async def _replied_answer(self, message: discord.Message) -> AnswerRef | None:
         ref = message.reference

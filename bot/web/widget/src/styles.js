@@ -60,6 +60,7 @@ select { font: inherit; color: var(--fg); background: var(--bg); border: 1px sol
 .chip { border: 1px solid var(--accent); color: var(--accent); background: none; border-radius: 999px; padding: 4px 10px; font-size: 13px; }
 .status { color: var(--muted); font-size: 13px; padding: 0 12px; min-height: 18px; }
 .status.error { color: var(--danger); }
+.notice { margin: 0 0 4px; padding: 4px 8px; border-left: 3px solid var(--muted); color: var(--muted); font-size: 13px; white-space: pre-wrap; }
 form.composer { display: flex; gap: 6px; padding: 8px 10px; border-top: 1px solid var(--line); }
 textarea { flex: 1; resize: none; font: inherit; color: var(--fg); background: var(--bg); border: 1px solid var(--line);
   border-radius: 10px; padding: 8px; min-height: 42px; max-height: 140px; }

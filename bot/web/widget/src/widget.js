@@ -255,13 +255,14 @@ class Widget {
   // One streamed turn: tokens paint as they come; on done the conversation is reloaded so ids,
   // versions, citations and suggestions come from the server's stored tree.
   async stream(method, path, body) {
-    const s = { text: "", citations: [], suggestions: [], turnId: null, stopped: false, handlers: {} };
+    const s = { text: "", notice: "", citations: [], suggestions: [], turnId: null, stopped: false, handlers: {} };
     this.state.streaming = s;
     this.metrics = { sendAt: performance.now(), firstTokenAt: 0, firstTokenPaintedAt: 0 };
     this.setStatus("");
     this.render();
     s.handlers.on = (event, data) => {
       if (event === "turn") s.turnId = data.turn_id;
+      else if (event === "notice") { s.notice = data.text || ""; this.paintStreaming(); }
       else if (event === "token") {
         if (!this.metrics.firstTokenAt) {
           this.metrics.firstTokenAt = performance.now();
@@ -380,6 +381,12 @@ class Widget {
       }));
   }
 
+  // A server notice (e.g. the live feed is unreachable): plain text, never Markdown or HTML.
+  noticeEl(text) {
+    if (!text) return null;
+    return h("p", { class: "notice", role: "note", text });
+  }
+
   messageEl(m, isLast) {
     const el = h("div", { class: "msg " + m.role, "data-id": m.id, "data-role": m.role });
     if (this.state.editing === m.id) {
@@ -388,6 +395,7 @@ class Widget {
     }
     const label = m.role === "user" ? "You said" : (m.persona || this.state.persona || "quipfeed") + " said";
     el.append(h("div", { class: "sr", text: label }));
+    if (m.role === "assistant") el.append(this.noticeEl(m.notice) || "");
     el.append(h("div", { class: "bubble", html: renderMarkdown(m.content) }));
     if (m.role === "assistant") el.append(this.cards(m.citations) || "");
     if (m.id === "pending-q") return el;
@@ -449,6 +457,7 @@ class Widget {
     const s = this.state.streaming || partial;
     if (s) {
       this.streamEl = h("div", { class: "msg assistant", "data-role": "assistant", "data-streaming": this.state.streaming ? "true" : "false" },
+        this.noticeEl(s.notice),
         h("div", { class: "bubble" + (this.state.streaming ? " cursor" : ""), html: renderMarkdown(s.text) }));
       this.log.append(this.streamEl);
     } else {
@@ -468,6 +477,7 @@ class Widget {
       const s = this.state.streaming;
       if (!s || !this.streamEl) return;
       const bubble = this.streamEl.querySelector(".bubble");
+      if (s.notice && !this.streamEl.querySelector(".notice")) this.streamEl.insertBefore(this.noticeEl(s.notice), bubble);
       bubble.innerHTML = renderMarkdown(s.text);
       const old = this.streamEl.querySelector(".cards");
       if (old) old.remove();
