@@ -32,6 +32,11 @@ def test_safe_url_keeps_only_plain_http_links():
 
 @given(st.text(alphabet="ab <>/@everyonejavascript:[]()\n", max_size=80), st.data())
 def test_streamed_text_equals_sanitised_whole(text: str, data: st.DataObject):
+    assert_streamed_in_pieces_equals_whole(text, data)
+
+
+def assert_streamed_in_pieces_equals_whole(text: str, data: st.DataObject) -> None:
+    """`text` cut at random points and streamed shows exactly `safe_text(text)`."""
     cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=6)))
     parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     stream = SafeStream()
@@ -82,9 +87,4 @@ def test_link_text_naming_another_host_is_unlinked() -> None:
 
 @given(st.text(alphabet="[]() htps:/.abx\n", max_size=60), st.data())
 def test_streamed_links_equal_sanitised_whole(text: str, data: st.DataObject) -> None:
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=6)))
-    parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
-    stream = SafeStream()
-    shown = "".join(stream.feed(p) for p in parts) + stream.finish()
-    assert shown == safe_text(text)
-    assert safe_text(shown) == shown
+    assert_streamed_in_pieces_equals_whole(text, data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -53,6 +54,17 @@ def start_daemon(feed: Path, env: dict[str, str], port: int, *args: str) -> subp
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def stop(daemon: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a clean shutdown), then kill after 30 s."""
+    if daemon.poll() is None:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait(timeout=10)
 
 
 def daemon_stats(port: int) -> dict[str, Any] | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tests.reliability.daemon_process import (
     replay_file,
     run_cli,
     start_daemon,
+    stop,
     wait_for,
 )
 
@@ -34,16 +34,6 @@ def finish_with_once(feed: Path, env: dict[str, str]) -> None:
     restart = run_cli(env, "ingest", "--source", f"jsonl:{feed}", "--once", "--port", "0", "--json")
     assert restart.returncode == 0, restart.stderr[-3000:]
     assert "Traceback" not in restart.stderr
-
-
-def stop(daemon: subprocess.Popen[bytes]) -> None:
-    if daemon.poll() is None:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait(timeout=10)
 
 
 def test_kill_9_of_redis_mid_stream_then_restart_indexes_every_post_once(tmp_path: Path) -> None:

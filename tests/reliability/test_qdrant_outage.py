@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from ingest.indexer import MAX_BACKOFF_S, IndexerConfig
 from quipfeed.embedded_redis import EmbeddedRedis
 from retrieval.server_store import ServerStore
 from tests.fakes.qdrant_server import FakeQdrant
-from tests.reliability.daemon_process import CLI, env_for, free_port, replay_file, wait_for
+from tests.reliability.daemon_process import CLI, env_for, free_port, replay_file, stop, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -153,12 +152,6 @@ def test_qdrant_down_for_a_while_then_back_indexes_every_post_once(
             f"caught up {caught_up_s:.1f} s after the server came back; test {took:.0f} s"
         )
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait(timeout=10)
+        stop(daemon)
         qdrant.kill()
         embedded.stop()

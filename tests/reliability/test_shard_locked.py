@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,39 +16,15 @@ import pytest
 from bot.chat import FEED_UNAVAILABLE
 from tests.inference.fake_openai_server import FakeServer, reply_events, stream
 from tests.reliability.daemon_process import env_for, replay_file, run_cli
+from tests.shard_holder import ShardHolder
 
 pytestmark = pytest.mark.slow
-
-HOLDER = """
-import sys
-import threading
-from retrieval.edge_store import EdgeStore
-store = EdgeStore(__import__("pathlib").Path(sys.argv[1]), 384)
-print("holding", flush=True)
-sys.stdin.read()  # hold the shard until the test closes our stdin
-store.close()
-"""
-
 
 @pytest.fixture
 def locked_data_dir(tmp_path: Path) -> Iterator[Path]:
     data_dir = tmp_path / "data"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(data_dir / "qdrant" / "posts")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        line = holder.stdout.readline()
-        assert line.strip() == "holding", holder.stderr.read() if holder.stderr else ""
+    with ShardHolder(data_dir / "qdrant" / "posts"):
         yield data_dir
-    finally:
-        if holder.stdin:
-            holder.stdin.close()
-        holder.wait(timeout=30)
 
 
 def assert_clear_busy_error(done: subprocess.CompletedProcess[str]) -> None:
