@@ -83,7 +83,7 @@ def safe_url(url: str | None) -> str | None:
 class SafeStream:
     """Sanitises streamed text: `feed(delta)` returns what is safe to show now; `finish()` the rest.
 
-    Text is released up to the last whitespace outside an unclosed tag, and only when the safe
+    Text is released up to the last whitespace before any unclosed tag, and only when the safe
     form of what is released extends what was already shown, so the concatenation of everything
     returned equals `safe_text` of the whole text.
     """
@@ -95,9 +95,14 @@ class SafeStream:
     def feed(self, delta: str) -> str:
         self._raw += delta
         cut = max(self._raw.rfind(" "), self._raw.rfind("\n"))
-        opened = self._raw.rfind("<", 0, cut + 1)
-        if opened > self._raw.rfind(">", 0, cut + 1):
-            cut = opened - 1
+        # Inside an unclosed tag: step back to the whitespace before it, and again while that
+        # is inside a tag too. Cutting right before the `<` could end on text the tag's later
+        # removal changes (`<` + `<a>/` becomes `</`, shown as `‹/`; `@everyone` + `<b>x`
+        # stops being a mention).
+        while cut >= 0 and (opened := self._raw.rfind("<", 0, cut + 1)) > self._raw.rfind(
+            ">", 0, cut + 1
+        ):
+            cut = max(self._raw.rfind(" ", 0, opened), self._raw.rfind("\n", 0, opened))
         if cut < 0:
             return ""
         return self._release(safe_text(self._raw[: cut + 1]))

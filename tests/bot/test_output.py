@@ -88,3 +88,11 @@ def test_link_text_naming_another_host_is_unlinked() -> None:
 @given(st.text(alphabet="[]() htps:/.abx\n", max_size=60), st.data())
 def test_streamed_links_equal_sanitised_whole(text: str, data: st.DataObject) -> None:
     assert_streamed_in_pieces_equals_whole(text, data)
+
+
+def test_a_stream_never_shows_text_a_later_tag_removal_changes() -> None:
+    # Found by the property test above: removing `<a >` makes the first `<` open `</`.
+    for pieces in (["<<a >/"], ["<a >< "], ["@everyone<b>x", " y"]):
+        stream = SafeStream()
+        shown = "".join(stream.feed(p) for p in pieces) + stream.finish()
+        assert shown == safe_text("".join(pieces))
