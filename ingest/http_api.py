@@ -80,7 +80,7 @@ def build_app(daemon: Daemon, searcher: Searcher) -> FastAPI:
             pass
         error = await store_error()
         daemon.metrics.store_up.set(0 if error else 1)
-        if error is None and probes and probes[-1].done() and not probes[-1].exception():
+        if error is None:  # the probe finished and answered: its count is current
             daemon.metrics.posts_total.set(probes[-1].result())
         return Response(daemon.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
