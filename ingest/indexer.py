@@ -8,8 +8,10 @@ from post ids, so processing an entry twice writes the same point twice, never t
 
 Syncing costs ~15–250 ms whatever the batch size (an fsync), so with `sync_interval_ms` the
 indexer commits in groups: it writes batch after batch, and every `sync_interval_ms` (or as
-soon as the bus has nothing more for it) syncs once and acknowledges everything written since.
-Posts are searchable as soon as their batch is written; only the acknowledgement waits.
+soon as the bus has had nothing for it for a batch deadline) syncs once and acknowledges
+everything written since. The periodic commit runs beside the next batch, so the fsync
+overlaps embedding instead of stalling it: it covers exactly the entries written before it
+began. Posts are searchable as soon as their batch is written; only the acknowledgement waits.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -101,6 +103,8 @@ class Indexer:
         # Written to the store, not yet synced and acknowledged (see `commit`).
         self._unacked: list[str] = []
         self._written_at = 0.0
+        # The group commit under way beside the next batch, if any (see `_commit_beside`).
+        self._committing: asyncio.Task[bool] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Index until `stop` is set; first finish what this consumer left pending last time.
@@ -129,6 +133,10 @@ class Indexer:
 
     async def _run_connected(self, stop: asyncio.Event) -> None:
         # Whatever was written but not acknowledged is still pending on the bus: re-read below.
+        if self._committing is not None:
+            with contextlib.suppress(Exception):  # a commit cut off by the lost connection
+                await self._committing
+            self._committing = None
         self._unacked = []
         await self.bus.ensure_group()
         self.healthy = True
@@ -154,7 +162,7 @@ class Indexer:
                 if orphans:
                     log.info("reclaimed entries", extra={"count": len(orphans)})
                     await self.process(orphans, stop)
-            batch = await self._next_batch(self._wait_ms())
+            batch = await _unless_stopped(self._next_batch(self._wait_ms()), stop)
             if batch:
                 await self.process(batch, stop)
             else:
@@ -162,11 +170,9 @@ class Indexer:
         await self.commit()
 
     def _wait_ms(self) -> int:
-        """How long to wait for work: a second, or less when a group commit falls due sooner."""
-        if not self._unacked:
-            return 1000
-        due = self._written_at + self.config.sync_interval_ms / 1000 - time.monotonic()
-        return max(1, min(1000, int(due * 1000)))
+        """How long to wait for work: a second; with writes awaiting a commit, only a batch
+        deadline, after which the bus counts as quiet and they are committed."""
+        return max(1, self.config.deadline_ms) if self._unacked else 1000
 
     async def _next_batch(self, wait_ms: int = 1000) -> list[BusEntry]:
         """Wait up to `wait_ms` for work, then gather more until the batch is full or the
@@ -218,7 +224,10 @@ class Indexer:
             self._written_at = time.monotonic()
         self._unacked.extend(e.entry_id for e in entries)
         if time.monotonic() - self._written_at >= self.config.sync_interval_ms / 1000:
-            await self.commit()
+            if self.config.sync_interval_ms:
+                self._commit_beside()
+            else:
+                await self.commit()
         now_ms = time.time() * 1000
         for entry in entries:
             if isinstance(entry.change, Upsert) and entry.arrived_ms:
@@ -231,17 +240,43 @@ class Indexer:
     async def commit(self) -> bool:
         """Sync the store, then acknowledge every entry written since the last commit. False
         (entries stay pending, to be committed next time) when the store cannot sync."""
+        if self._committing is not None:
+            # Its entries were taken out of `_unacked`: it must finish (or hand them back)
+            # before this one, or a failure could leave them acknowledged by nobody.
+            task, self._committing = self._committing, None
+            if not await task:
+                return False
+        return await self._commit_now()
+
+    def _commit_beside(self) -> None:
+        """Start a group commit and go on with the next batch while it syncs. One at a time:
+        while one runs, later writes wait for the next (a failed one's entries come back)."""
+        if self._committing is not None:
+            if not self._committing.done():
+                return
+            # A bus error surfaces here as it would have from an awaited commit.
+            self._committing.result()
+        self._committing = asyncio.create_task(self._commit_now(), name="group commit")
+
+    async def _commit_now(self) -> bool:
         if not self._unacked:
             return True
+        # Only what was written before the sync starts is covered by it; batches written
+        # meanwhile (a commit beside the next batch) wait for the next commit.
+        entries, self._unacked = self._unacked, []
+        written_at = self._written_at
         try:
             await asyncio.to_thread(self.store.sync)
         except Exception as exc:  # a store failure: keep the entries, try again next time
+            if self._unacked:
+                written_at = min(written_at, self._written_at)
+            self._unacked = entries + self._unacked
+            self._written_at = written_at
             self.metrics.store_errors.inc()
             log.warning("store sync failed; will retry", extra={"error": repr(exc)})
             await asyncio.sleep(self.config.retry_delay_s)  # not a busy loop while it lasts
             return False
-        await self.bus.ack(self._unacked)
-        self._unacked = []
+        await self.bus.ack(entries)
         return True
 
     async def _apply(self, plan: _Plan) -> int:
@@ -313,6 +348,25 @@ class Indexer:
                 kept.append(post)
         await pipe.execute()
         return kept
+
+
+async def _unless_stopped(
+    work: Coroutine[Any, Any, list[BusEntry]], stop: asyncio.Event
+) -> list[BusEntry]:
+    """`work`'s entries, or none if `stop` is set first: a stop does not wait out a blocking
+    read. Entries a cancelled read was already given stay pending for the next start."""
+    read = asyncio.ensure_future(work)
+    halt = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({read, halt}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        halt.cancel()
+    if read.done():
+        return read.result()
+    read.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await read
+    return []
 
 
 def _last_version(posts: list[Post]) -> list[Post]:

