@@ -119,7 +119,7 @@ async def pipeline_run(
     poll_s: float = 0.01,
 ) -> dict[str, Any]:
     """Replay `posts` through a fresh daemon; measure throughput and freshness (of every
-    `watch_every`-th post, polling the store every `poll_s`; 0: not measured)."""
+    `watch_every`-th post, polling the store every `poll_s`)."""
     with tempfile.TemporaryDirectory(prefix="quipfeed-bench-") as tmp:
         redis = EmbeddedRedis(Path(tmp) / "redis")
         url = redis.ensure_running()
@@ -161,7 +161,7 @@ async def pipeline_run(
                                 searched.append(time.perf_counter() - source.sent_at[post.id])
                 await asyncio.sleep(poll_s)
 
-        watcher = asyncio.create_task(watch() if watch_every else asyncio.sleep(0))
+        watcher = asyncio.create_task(watch())
         started = time.perf_counter()
         await daemon.run(stop, once=True)
         elapsed = time.perf_counter() - started

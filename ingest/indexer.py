@@ -268,8 +268,7 @@ class Indexer:
         try:
             await asyncio.to_thread(self.store.sync)
         except Exception as exc:  # a store failure: keep the entries, try again next time
-            if self._unacked:
-                written_at = min(written_at, self._written_at)
+            # They go back in front of any written since, and are the older: their time holds.
             self._unacked = entries + self._unacked
             self._written_at = written_at
             self.metrics.store_errors.inc()
