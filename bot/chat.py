@@ -25,8 +25,8 @@ from bot.limits import Limits, RateLimiter
 from bot.models import ConversationInfo, Feedback, Message, Source, TurnResult
 from bot.output import SafeStream, safe_text
 from bot.persona import Persona, pick_persona
-from bot.plan import SearchPlan, plan_search
 from bot.search import PostSearch, SearchUnavailable
+from bot.search_plan import SearchPlan, plan_search
 from bot.store import ConversationStore, MessageNotFound
 from bot.suggest import suggest_followups
 from inference.engine import Engine

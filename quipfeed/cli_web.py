@@ -104,7 +104,7 @@ async def web_app(
     from bot.chat import Chat
     from bot.persona import load_personas
     from bot.web.app import create_app
-    from bot.web.bot_service import BotChatService, counter_trending
+    from bot.web.chat_adapter import BotChatService, counter_trending
     from bot.web.metrics import TimedSearch, WebMetrics
     from ingest.daemon import trend_prefix
     from quipfeed.cli_bot import open_search

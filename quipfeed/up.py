@@ -83,7 +83,7 @@ async def run_up(
     from bot.persona import load_personas
     from bot.search import LocalSearch
     from bot.web.app import create_app
-    from bot.web.bot_service import BotChatService, counter_trending
+    from bot.web.chat_adapter import BotChatService, counter_trending
     from bot.web.metrics import TimedSearch, WebMetrics
     from quipfeed.cli_web import web_options
 

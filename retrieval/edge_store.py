@@ -12,7 +12,8 @@ import numpy as np
 import qdrant_edge as q
 
 from retrieval import schema
-from retrieval.plan import (
+from retrieval.post import Post, point_id
+from retrieval.query_plan import (
     DEFAULT_FUSION,
     TIE_MARGIN,
     FilterSpec,
@@ -20,7 +21,6 @@ from retrieval.plan import (
     QueryPlan,
     plan_query,
 )
-from retrieval.post import Post, point_id
 from retrieval.store import Hit, StoreQuery, StoreSummary, StoreUnavailable
 from retrieval.why import explain
 

@@ -26,8 +26,8 @@ from typing import Any
 from retrieval import schema
 from retrieval.edge_store import EdgeStore
 from retrieval.embedder import Embedder
-from retrieval.plan import Fusion
 from retrieval.post import Post
+from retrieval.query_plan import Fusion
 from retrieval.search import Searcher, SearchOptions
 from retrieval.store import Mode
 

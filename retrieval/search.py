@@ -4,8 +4,9 @@ The pipeline (`Searcher.find`), each stage behind a switch in `SearchOptions` so
 can measure what it earns:
 
 1. validate (`BadSearch` for anything unusable: empty, over 10 kB, NUL, absurd windows);
-2. understand the ask (`retrieval.ask`): time words → window and half-life, `from:`, `#tag`,
-   `lang:`, quoted phrases → filters, "since the keynote" → when the feed started on it;
+2. understand the ask (`retrieval.query_syntax`): time words → window and half-life,
+   `from:`, `#tag`, `lang:`, quoted phrases → filters, "since the keynote" → when the
+   feed started on it;
 3. one store query (hybrid dense + BM25, RRF, recency decay), over-fetching when re-ranking;
 4. quoted phrases kept only where the text has them; engagement boost (weight from evaluation);
 5. diversity (`retrieval.diversity`): duplicates collapsed, per-author cap, MMR;
@@ -25,11 +26,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from retrieval.ask import ParsedQuery, QueryNotUnderstood, clean_text, event_start, parse_query
 from retrieval.diversity import DiversityOptions, diversify
 from retrieval.embedder import Embedder
 from retrieval.engagement import boost
-from retrieval.plan import MAX_HNSW_EF, MAX_LIMIT
+from retrieval.query_plan import MAX_HNSW_EF, MAX_LIMIT
+from retrieval.query_syntax import (
+    ParsedQuery,
+    QueryNotUnderstood,
+    clean_text,
+    event_start,
+    parse_query,
+)
 from retrieval.store import Hit, Mode, PostStore, StoreQuery
 from retrieval.threads import attach_parents
 

@@ -22,7 +22,8 @@ from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from retrieval import schema
-from retrieval.plan import (
+from retrieval.post import Post, point_id
+from retrieval.query_plan import (
     DEFAULT_FUSION,
     TIE_MARGIN,
     FilterSpec,
@@ -30,7 +31,6 @@ from retrieval.plan import (
     QueryPlan,
     plan_query,
 )
-from retrieval.post import Post, point_id
 from retrieval.store import Hit, StoreQuery, StoreSummary, StoreUnavailable
 from retrieval.why import explain
 

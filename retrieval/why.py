@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from retrieval import schema
-from retrieval.plan import QueryPlan
+from retrieval.query_plan import QueryPlan
 from retrieval.store import Hit
 
 

@@ -5,7 +5,7 @@
 """
 
 from bot.discord.client import QuipBot, default_intents
-from bot.discord.feeds import FeedRegistry
+from bot.discord.feed_list import FeedRegistry
 from bot.discord.options import DiscordOptions
 from bot.discord.state import DiscordState
 from bot.discord.turns import Turns

@@ -14,7 +14,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord.answers import SOMETHING_WRONG, AnswerButtons, Answers, tell
-from bot.discord.feeds import FeedRegistry
+from bot.discord.feed_list import FeedRegistry
 from bot.discord.metrics import DiscordMetrics
 from bot.discord.options import DiscordOptions
 from bot.discord.state import DiscordState

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from bot.discord.feeds import JETSTREAM_URL
+from bot.discord.feed_list import JETSTREAM_URL
 
 
 class DiscordOptions(BaseModel):

@@ -5,7 +5,7 @@ one over `bot.chat.Chat`. See README.md in this folder for the API and the widge
 """
 
 from bot.web.app import create_app
-from bot.web.bot_service import BotChatService, counter_trending
+from bot.web.chat_adapter import BotChatService, counter_trending
 from bot.web.options import WebOptions
 from bot.web.service import ChatService
 

@@ -1,6 +1,6 @@
 """What the HTTP API needs from the conversation layer: the `ChatService` seam and its data.
 
-The API speaks only these types; `bot/web/bot_service.py` implements the protocol over `bot`'s
+The API speaks only these types; `bot/web/chat_adapter.py` implements the protocol over `bot`'s
 conversation tree and turns. Every call takes the `owner` (the session's user id): a
 conversation belongs to the owner that created it, and any call naming another owner's
 conversation raises `NotFound` (never "forbidden": ids of others' conversations do not leak).

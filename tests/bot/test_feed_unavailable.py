@@ -28,8 +28,8 @@ from quipfeed.settings import QdrantSettings, Settings
 from retrieval.edge_store import EdgeStore
 from tests.bot.conftest import AS_OF
 from tests.bot.scripted_engine import ScriptedEngine
+from tests.bot.web.conftest import free_port
 from tests.shard_holder import ShardHolder
-from tests.web.conftest import free_port
 
 QUESTION = "What are people saying about Tesla?"
 

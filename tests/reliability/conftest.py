@@ -9,7 +9,7 @@ from tests.bot.conftest import (
     redis_client,
     shared_redis_url,
 )
-from tests.web.conftest import live, web_posts, web_redis_url, web_store
+from tests.bot.web.conftest import live, web_posts, web_redis_url, web_store
 
 __all__ = [
     "feed",

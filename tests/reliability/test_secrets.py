@@ -341,7 +341,7 @@ async def test_the_discord_bot_never_shows_secrets_in_messages_logs_or_stored_da
     from inference.openai_engine import OpenAIEngine
     from quipfeed.logs import JsonFormatter
     from quipfeed.remote_search import RemoteSearch
-    from tests.discord.conftest import FakeInteraction, last_channel_messages, make_bot
+    from tests.bot.discord.conftest import FakeInteraction, last_channel_messages, make_bot
 
     captured = io.StringIO()
     handler = logging.StreamHandler(captured)

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from tests.web.conftest import LiveServer
+from tests.bot.web.conftest import LiveServer
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pytest
 
 from retrieval.edge_store import EdgeStore
 from retrieval.embedder import Embedder
-from retrieval.plan import RECENCY_FLOOR
+from retrieval.query_plan import RECENCY_FLOOR
 from retrieval.store import Mode, StoreQuery, StoreUnavailable
 from tests.retrieval.builders import T0, add, make_post
 

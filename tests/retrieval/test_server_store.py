@@ -15,8 +15,8 @@ import pytest
 
 from retrieval.edge_store import EdgeStore
 from retrieval.embedder import Embedder
-from retrieval.plan import Fusion
 from retrieval.post import Post
+from retrieval.query_plan import Fusion
 from retrieval.server_store import ServerStore
 from retrieval.store import Mode, StoreQuery, StoreUnavailable
 from tests.fakes.qdrant_server import FakeQdrant

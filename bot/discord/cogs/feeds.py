@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord.feeds import FeedError, to_spec
+from bot.discord.feed_list import FeedError, to_spec
 
 if TYPE_CHECKING:
     from bot.discord.client import QuipBot

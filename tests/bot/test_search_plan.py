@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from bot.plan import plan_search
+from bot.search_plan import plan_search
 
 
 def test_small_talk_needs_no_feed():

@@ -16,9 +16,9 @@ from bot.discord.state import owner_key
 from quipfeed.feed_search import ReopeningSearch
 from quipfeed.settings import Settings
 from retrieval.edge_store import EdgeStore
+from tests.bot.discord.conftest import FakeInteraction, make_bot, press
+from tests.bot.discord.test_commands import ask
 from tests.bot.scripted_engine import ScriptedEngine
-from tests.discord.conftest import FakeInteraction, make_bot, press
-from tests.discord.test_commands import ask
 from tests.shard_holder import ShardHolder
 
 NOTICE = f"-# ⚠️ {FEED_UNAVAILABLE}\n"

@@ -6,7 +6,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bot.discord.feeds import FeedError, FeedRegistry, to_spec
+from bot.discord.feed_list import FeedError, FeedRegistry, to_spec
 from quipfeed.cli_discord import DiscordEnv, discord_options, register, validate_feed_spec
 
 
@@ -80,7 +80,7 @@ def test_the_documented_invite_permissions_are_the_ones_the_bot_needs():
 
     import discord
 
-    doc = (Path(__file__).parents[2] / "docs" / "discord.md").read_text()
+    doc = (Path(__file__).parents[3] / "docs" / "discord.md").read_text()
     value = int(re.search(r"Permissions integer `(\d+)`", doc)[1])  # type: ignore[index]
     needed = discord.Permissions(
         view_channel=True,

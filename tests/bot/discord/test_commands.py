@@ -12,12 +12,12 @@ import discord.ext.test as dpytest
 import pytest
 
 from bot.discord import QuipBot
-from bot.discord.feeds import CHANGES_KEY, FEEDS_KEY
+from bot.discord.feed_list import CHANGES_KEY, FEEDS_KEY
 from bot.discord.state import owner_key
 from inference.errors import EngineUnavailable
 from retrieval.post import Post
+from tests.bot.discord.conftest import FakeInteraction, make_bot, press
 from tests.bot.scripted_engine import ScriptedEngine
-from tests.discord.conftest import FakeInteraction, make_bot, press
 
 ADMIN = discord.Permissions(manage_guild=True, manage_channels=True)
 

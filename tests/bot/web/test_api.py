@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.web.conftest import SECRET, LiveServer, record_trending, sse_events
+from tests.bot.web.conftest import SECRET, LiveServer, record_trending, sse_events
 
 QUESTION = "What are people saying about the rocket launch?"
 
@@ -418,7 +418,7 @@ async def _factory(
     web_redis_url: str, web_store: Any, minilm: Any, *, trending: bool = True, **options: Any
 ) -> Any:
     from tests.bot.scripted_engine import ScriptedEngine
-    from tests.web.conftest import make_app_factory
+    from tests.bot.web.conftest import make_app_factory
 
     return await make_app_factory(
         web_redis_url,

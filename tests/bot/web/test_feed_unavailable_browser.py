@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from bot.chat import FEED_UNAVAILABLE
-from tests.web.conftest import CHROMIUM
-from tests.web.test_feed_unavailable import Unreachable, unreachable  # noqa: F401
+from tests.bot.web.conftest import CHROMIUM
+from tests.bot.web.test_feed_unavailable import Unreachable, unreachable  # noqa: F401
 
 pytestmark = [
     pytest.mark.browser,
@@ -19,7 +19,7 @@ pytestmark = [
 ]
 pytest.importorskip("playwright.sync_api", reason="needs `pip install playwright`")
 
-from tests.web.test_widget_browser import (  # noqa: E402
+from tests.bot.web.test_widget_browser import (  # noqa: E402
     HostPages,
     ask,
     browser,  # noqa: F401

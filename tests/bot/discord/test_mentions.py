@@ -7,7 +7,7 @@ import discord.ext.test as dpytest
 from bot.discord import QuipBot
 from bot.discord.mentions import question_text
 from bot.discord.state import owner_key
-from tests.discord.conftest import last_channel_messages, reply
+from tests.bot.discord.conftest import last_channel_messages, reply
 
 
 def _answers(channel) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -117,8 +117,8 @@ async def test_direct_messages_are_declined_when_not_allowed(discord_bot: QuipBo
 
 
 async def test_mentions_hit_the_per_user_cooldown_politely(make_discord_chat, redis_client):
+    from tests.bot.discord.conftest import make_bot
     from tests.bot.scripted_engine import ScriptedEngine
-    from tests.discord.conftest import make_bot
 
     bot = await make_bot(make_discord_chat(ScriptedEngine(["ok"])), redis_client, cooldown_s=30)
     dpytest.configure(bot)
@@ -178,7 +178,7 @@ async def test_a_thread_opened_on_an_answer_is_its_own_conversation(discord_bot:
 async def test_the_tiny_model_answers_a_mention_end_to_end(
     make_discord_chat, redis_client, tiny_bot_engine
 ):
-    from tests.discord.conftest import make_bot
+    from tests.bot.discord.conftest import make_bot
 
     bot = await make_bot(make_discord_chat(tiny_bot_engine), redis_client)
     dpytest.configure(bot)
@@ -196,8 +196,8 @@ async def test_the_tiny_model_answers_a_mention_end_to_end(
 async def test_direct_messages_are_answered_without_a_mention_when_allowed(
     make_discord_chat, redis_client
 ):
+    from tests.bot.discord.conftest import make_bot
     from tests.bot.scripted_engine import ScriptedEngine
-    from tests.discord.conftest import make_bot
 
     bot = await make_bot(
         make_discord_chat(ScriptedEngine(["Tesla [1]."])), redis_client, allow_dms=True

@@ -1,6 +1,6 @@
 """Rebuild the retrieval dev set (posts.jsonl + queries.jsonl) from /work/shared/data.
 
-    python -m retrieval.devset.build [--data /work/shared/data] [--out retrieval/devset]
+    python scripts/devset/build_sample.py [--data ../shared/data] [--out retrieval/devset]
 
 Deterministic (fixed seed). Only Bluesky, Mastodon and CrisisLex posts (MIT); never the
 airline tweets. How each query's relevant posts are chosen is in README.md next to this file.

@@ -28,7 +28,7 @@ from retrieval.post import Post
 from tests.conftest import BLUESKY_200
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "web"
 SECRET = "test-secret-0123456789abcdef"
 
 # A post whose text is hostile HTML: the widget must show it as text, never run it.
@@ -183,7 +183,7 @@ def make_app_factory(
         from bot.persona import load_personas
         from bot.search import LocalSearch
         from bot.web.app import create_app
-        from bot.web.bot_service import BotChatService, counter_trending
+        from bot.web.chat_adapter import BotChatService, counter_trending
         from bot.web.options import WebOptions
         from retrieval.search import Searcher
         from retrieval.trending import TrendCounter

@@ -15,7 +15,7 @@ import pytest
 
 from quipfeed.embedded_redis import EmbeddedRedis
 from tests.conftest import BLUESKY_200
-from tests.pipeline.test_crash_recovery import free_port
+from tests.ingest.test_crash_recovery import free_port
 
 pytestmark = pytest.mark.slow
 

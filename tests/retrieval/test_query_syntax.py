@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from retrieval.ask import QueryNotUnderstood, event_start, parse_query
+from retrieval.query_syntax import QueryNotUnderstood, event_start, parse_query
 from retrieval.store import Hit
 from tests.retrieval.builders import make_post
 

@@ -15,8 +15,8 @@ import pytest
 
 from bot.chat import FEED_UNAVAILABLE
 from retrieval.post import Post
+from tests.bot.web.conftest import SECRET, LiveServer, _tiny_engine, sse_events
 from tests.shard_holder import ShardHolder
-from tests.web.conftest import SECRET, LiveServer, _tiny_engine, sse_events
 
 QUESTION = "What are people saying about the rocket launch?"
 
@@ -34,7 +34,7 @@ def app_over_data_dir(
         from bot.limits import Limits
         from bot.persona import load_personas
         from bot.web.app import create_app
-        from bot.web.bot_service import BotChatService
+        from bot.web.chat_adapter import BotChatService
         from bot.web.options import WebOptions
         from quipfeed.feed_search import ReopeningSearch
         from quipfeed.settings import Settings

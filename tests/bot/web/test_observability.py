@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inference.request_id import install_log_records
 from quipfeed.logs import JsonFormatter
-from tests.web.conftest import LiveServer, _tiny_engine, make_app_factory, sse_events
+from tests.bot.web.conftest import LiveServer, _tiny_engine, make_app_factory, sse_events
 
 MESSAGES_ROUTE = "/v1/conversations/{conversation_id}/messages"
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.web.conftest import LiveServer
+from tests.bot.web.conftest import LiveServer
 
 schemathesis = pytest.importorskip("schemathesis", reason="needs `pip install schemathesis`")
 

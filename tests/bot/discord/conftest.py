@@ -36,7 +36,7 @@ MISSING: Any = discord.utils.MISSING
 def reject_unknown_scheme(spec: str) -> None:
     """A stand-in for `ingest.sources.spec.open_source` with its contract: ValueError for a
     spec the ingester would refuse (`bot` never imports `ingest`; the real one is used in
-    tests/discord/test_cli_discord.py)."""
+    tests/bot/discord/test_cli_discord.py)."""
     if not re.match(r"^(jetstream|mastodon|rss|jsonl):\S+$", spec):
         raise ValueError(f"malformed source spec {spec!r}")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.web.conftest import (
+from tests.bot.web.conftest import (
     ARTIFACTS,
     CHROMIUM,
     DroppingProxy,

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.discord import QuipBot
 from bot.discord.health import HealthServer
 from inference.request_id import install_log_records
-from tests.discord.conftest import FakeInteraction, last_channel_messages, make_bot, press
-from tests.discord.test_commands import run
+from tests.bot.discord.conftest import FakeInteraction, last_channel_messages, make_bot, press
+from tests.bot.discord.test_commands import run
 
 LAYERS = {"bot.discord.turns", "retrieval.search", "inference.server"}
 
@@ -151,7 +151,7 @@ async def test_a_failed_turn_is_counted_as_an_error_by_kind(
     make_discord_chat, redis_client
 ) -> None:  # type: ignore[no-untyped-def]
     from inference.openai_engine import OpenAIEngine
-    from tests.web.conftest import free_port
+    from tests.bot.web.conftest import free_port
 
     # Nothing listens there: the model is down.
     engine = OpenAIEngine(f"http://127.0.0.1:{free_port()}", retries=0, connect_timeout=1)
