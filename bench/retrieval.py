@@ -229,7 +229,7 @@ def run(
             speeds[label] = round(throughput(emb, texts, 20.0 if kind == "static" else 30.0), 1)
         report["embed_texts_per_s"] = speeds
     embedder = open_embedder(embedder_kind, cache_dir=cache)
-    asked = [x.query for x in read_queries(DEVSET / "queries.jsonl")]
+    asked = [x.query for x in read_queries(DEVSET / "sample_queries.jsonl")]
     rng = random.Random(7)
     sample = [rng.choice(asked) for _ in range(queries)]
     work = Path(tempfile.mkdtemp(prefix="quipfeed-bench-"))

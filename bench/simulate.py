@@ -54,7 +54,7 @@ DEFAULT_RATES = (25, 50, 100, 200, 400, 800, 1600, 3200)
 # p99 of fewer than ~100 queries is the slowest one or two: 10/s over 10 s steps gives 100.
 DEFAULT_QUERY_RATE = 10.0
 SOAK_WINDOW_S = 60
-DEVSET_QUERIES = Path(__file__).resolve().parents[1] / "retrieval/devset/queries.jsonl"
+DEVSET_QUERIES = Path(__file__).resolve().parents[1] / "retrieval/devset/sample_queries.jsonl"
 
 
 class TimedEmbedder:

@@ -427,7 +427,7 @@ def eval_chat(
     settings = _settings(config)
     devset = Path(retrieval.devset.__file__).parent
     posts = posts or devset / "posts.jsonl"
-    questions = questions or devset / "queries.jsonl"
+    questions = questions or devset / "sample_queries.jsonl"
     for path in (posts, questions):
         if not path.is_file():
             _fail(f"file not found: {path}")

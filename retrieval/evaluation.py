@@ -33,7 +33,7 @@ from retrieval.store import Mode
 
 # The labelled dev set bundled with quipfeed (see devset/README.md for how it was built).
 DEVSET_POSTS = Path(__file__).parent / "devset" / "posts.jsonl"
-DEVSET_QUERIES = Path(__file__).parent / "devset" / "queries.jsonl"
+DEVSET_QUERIES = Path(__file__).parent / "devset" / "sample_queries.jsonl"
 
 K = 10
 DEFAULT_HALF_LIFE = timedelta(hours=24)

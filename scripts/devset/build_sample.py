@@ -546,7 +546,7 @@ def main(argv: list[str] | None = None) -> None:
         for p in posts:
             p.pop("_labels", None)
             f.write(json.dumps(p, ensure_ascii=False, separators=(",", ":")) + "\n")
-    with (args.out / "queries.jsonl").open("w") as f:
+    with (args.out / "sample_queries.jsonl").open("w") as f:
         for q in queries:
             f.write(json.dumps(q, ensure_ascii=False, separators=(",", ":")) + "\n")
     size = (args.out / "posts.jsonl").stat().st_size

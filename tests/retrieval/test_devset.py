@@ -13,7 +13,7 @@ DEVSET = Path(__file__).parents[2] / "retrieval" / "devset"
 
 def test_every_relevant_post_exists_and_was_posted_before_its_query() -> None:
     posts = {p.id: p for p in read_posts(DEVSET / "posts.jsonl")}
-    queries = read_queries(DEVSET / "queries.jsonl")
+    queries = read_queries(DEVSET / "sample_queries.jsonl")
     assert len(queries) >= 60
     assert 2_000 <= len(posts) <= 3_000
     for q in queries:
@@ -37,5 +37,5 @@ def test_dev_posts_fit_the_size_budget_and_hold_only_permitted_sources() -> None
 
 
 def test_queries_carry_an_rfc3339_now() -> None:
-    for line in (DEVSET / "queries.jsonl").open(encoding="utf-8"):
+    for line in (DEVSET / "sample_queries.jsonl").open(encoding="utf-8"):
         assert datetime.fromisoformat(json.loads(line)["now"]).tzinfo is not None
