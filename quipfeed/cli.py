@@ -15,6 +15,7 @@ import typer
 
 from quipfeed import cli_bot, cli_discord, cli_inference, cli_web
 from quipfeed.durations import parse_instant, parse_span
+from quipfeed.progress import StageProgress
 from quipfeed.settings import Settings, load_settings
 
 # Before any model library is imported: no hub traffic, no progress bars or chatter from
@@ -311,40 +312,49 @@ def trending(
 
 @eval_app.command("retrieval")
 def eval_retrieval(
-    posts: Annotated[Path | None, typer.Option(help="Posts (JSON Lines).")] = None,
+    posts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Posts (JSON Lines). Default: the full dev set when built, else the sample."
+        ),
+    ] = None,
     queries: Annotated[Path | None, typer.Option(help="Labelled queries (JSON Lines).")] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Recall@10, nDCG@10 and MRR of the default search, with an ablation (default: dev set)."""
+    """nDCG@10, recall@10 and MRR per split (tune/test), kind and language, dense beside each."""
+    import tempfile
+
+    import platformdirs
+
     from quipfeed.runtime import embedder_for
-    from retrieval.evaluation import DEVSET_POSTS, DEVSET_QUERIES, evaluate
+    from retrieval.eval_report import render
+    from retrieval.evaluation import evaluate, pick_devset
 
     settings = settings_from(config)
-    posts, queries = posts or DEVSET_POSTS, queries or DEVSET_QUERIES
+    posts, queries, note = pick_devset(posts, queries)
     for path in (posts, queries):
         if not path.is_file():
             fail(f"file not found: {path}")
-    import tempfile
-
+    if note and not as_json:
+        typer.echo(note, err=True)
+    bar = StageProgress(enabled=not as_json)
+    cache = Path(platformdirs.user_cache_dir("quipfeed", appauthor=False)) / "eval-vectors"
     with tempfile.TemporaryDirectory(prefix="quipfeed-eval-") as work:
         try:
-            result = evaluate(posts, queries, embedder_for(settings), Path(work))
+            result = evaluate(
+                posts,
+                queries,
+                embedder_for(settings),
+                Path(work),
+                cache_dir=cache,
+                progress=bar.update,
+            )
         except ValueError as exc:
             fail(str(exc))
-    human = [f"queries: {result['queries']}"]
-    human += [f"{m}: {result[m]:.3f}" for m in ("recall@10", "ndcg@10", "mrr")]
-    for title, table in (
-        ("ablation", result.get("ablation", {})),
-        ("engagement boost (on top of the default)", result.get("engagement", {})),
-    ):
-        human.append(f"{title}:")
-        for name, row in table.items():
-            human.append(
-                f"  {name:<22} recall@10 {row['recall@10']:.3f}  "
-                f"ndcg@10 {row['ndcg@10']:.3f}  mrr {row['mrr']:.3f}"
-            )
-    emit(result, as_json, "\n".join(human))
+        finally:
+            bar.close()
+    emit(result, as_json, render(result))
 
 
 @bench_app.command("retrieval")

@@ -37,3 +37,36 @@ class ProgressLine:
         if self.shown:
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+class StageProgress:
+    """`stage  done/total  rate  ETA` on one line of stderr, for long offline jobs (eval)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.stage = ""
+        self.started = time.monotonic()
+        self.last = 0.0
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if stage != self.stage:
+            self.stage, self.started = stage, now
+        if now - self.last < (0.2 if self.tty else 5) and done < total:
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-6)
+        eta = (total - done) / rate if rate > 0 else 0
+        line = f"{stage:<10} {done:>7}/{total:<7} {rate:8.1f}/s  ETA {eta:5.0f} s"
+        sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
+        if self.tty and done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty and self.enabled:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+            sys.stderr.flush()

@@ -1,13 +1,20 @@
 """Offline retrieval quality: recall@10, nDCG@10 and MRR over labelled queries.
 
-Posts are indexed into a fresh Qdrant Edge shard (embedded here, not through ingest), every
-query runs at its own `now` (posts after it are invisible), and the same queries run in four
-configurations so the gain of each part is visible: dense, sparse, hybrid, hybrid+decay, then
-the full `Searcher` pipeline with one stage at a time (+diversity, +understanding) and all of
-them (the product default), and the engagement boost at a few weights on top of the default.
+Posts are indexed into a fresh Qdrant Edge shard (embedded here, not through ingest; vectors are
+cached on disk per embedder and corpus), every query runs at its own `now` (posts after it are
+invisible), and the same queries run in several configurations so the gain of each stage is
+visible: dense, sparse, hybrid (fusion only), + recency, then the full `Searcher` pipeline with
+one stage at a time (+understanding, +diversity) and all of them (the product default). Fusion
+methods and recency rules are compared on the same candidates.
 
-Relevance is binary. recall@k is *capped*: hits in the top k divided by min(k, |relevant|),
-so a query with 50 relevant posts can still score 1.0 (a feed bot shows ten, not fifty).
+Every figure is reported for each *split* of the queries (`tune`, the part defaults are chosen
+on, and `test`, the part they are reported on; a file without splits is one part, `all`), by
+query kind and by language, with dense-only beside it.
+
+Relevance is binary. recall@k is *capped*: hits in the top k divided by min(k, |relevant|), so
+a query with 50 relevant posts can still score 1.0 (a feed bot shows ten, not fifty). Queries
+with no relevant post (`kind` "unanswerable": the feed cannot answer them) are left out of those
+means; for them the right outcome is an empty or low-confidence result, reported on its own.
 """
 
 from __future__ import annotations
@@ -17,27 +24,34 @@ import json
 import math
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from retrieval import schema
-from retrieval.edge_store import EdgeStore
-from retrieval.embedder import Embedder
-from retrieval.post import Post
-from retrieval.query_plan import Fusion
-from retrieval.search import Searcher, SearchOptions
-from retrieval.store import Mode
+import numpy as np
 
-# The labelled dev set bundled with quipfeed (see devset/README.md for how it was built).
+from retrieval.edge_store import EdgeStore
+from retrieval.embedder import Embedder, Vectors
+from retrieval.eval_index import index_posts
+from retrieval.post import Post
+from retrieval.ranking import FUSIONS, RankingOptions, rank
+from retrieval.search import Searcher, SearchOptions
+from retrieval.store import Hit
+
+# The sample bundled with quipfeed (devset/README.md): posts and 67 labelled sample queries.
 DEVSET_POSTS = Path(__file__).parent / "devset" / "posts.jsonl"
 DEVSET_QUERIES = Path(__file__).parent / "devset" / "sample_queries.jsonl"
+# The full dev set: questions committed here, posts built from the public data beside the
+# checkout (`make devset`); the airline tweets it uses may never be bundled.
+FULL_QUERIES = Path(__file__).parent / "devset" / "queries.jsonl"
+FULL_POSTS = Path(__file__).resolve().parents[1] / ".devset" / "posts.jsonl"
 
 K = 10
-DEFAULT_HALF_LIFE = timedelta(hours=24)
-EMBED_BATCH = 256
+ALL = "all"
+Run = tuple[list[str], frozenset[str]]
+Progress = Callable[[str, int, int], None]
 
 
 class EvaluationError(ValueError):
@@ -50,6 +64,28 @@ class LabelledQuery:
     relevant: frozenset[str]
     now: datetime | None
     kind: str | None = None
+    lang: str | None = None
+    split: str | None = None
+    story: str | None = None
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.relevant)
+
+
+def pick_devset(posts: Path | None, queries: Path | None) -> tuple[Path, Path, str | None]:
+    """The posts and queries to evaluate: the given ones, else the full dev set when its posts
+    are built, else the bundled sample; with a sentence for a person when it fell back."""
+    if posts is not None or queries is not None:
+        return posts or DEVSET_POSTS, queries or DEVSET_QUERIES, None
+    if FULL_POSTS.is_file() and FULL_QUERIES.is_file():
+        return FULL_POSTS, FULL_QUERIES, None
+    return (
+        DEVSET_POSTS,
+        DEVSET_QUERIES,
+        "the full dev set is not built (`make devset` builds it from ../shared/data); "
+        "evaluating the bundled sample",
+    )
 
 
 def recall_at_k(ranked: Sequence[str], relevant: frozenset[str] | set[str], k: int = K) -> float:
@@ -76,7 +112,7 @@ def reciprocal_rank(
     return 0.0
 
 
-def score_run(runs: Sequence[tuple[Sequence[str], frozenset[str]]], k: int = K) -> dict[str, float]:
+def score_run(runs: Sequence[Run], k: int = K) -> dict[str, float]:
     """Mean recall@k, nDCG@k and MRR over (ranked ids, relevant ids) pairs."""
     n = len(runs)
     if n == 0:
@@ -101,6 +137,32 @@ def read_posts(path: Path) -> Iterator[Post]:
                 raise EvaluationError(f"{path}:{number}: not a post: {exc}") from exc
 
 
+def _query_line(row: Any) -> LabelledQuery:
+    text, relevant = row["query"], row["relevant"]
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("'query' must be non-empty text")
+    if not isinstance(relevant, list) or not all(isinstance(r, str) for r in relevant):
+        raise ValueError("'relevant' must be a list of post ids")
+    now = row.get("now")
+    moment = datetime.fromisoformat(now) if now else None
+    if moment is not None and moment.tzinfo is None:
+        raise ValueError("'now' must carry a time zone (RFC 3339)")
+
+    def text_field(name: str) -> str | None:
+        value = row.get(name)
+        return value if isinstance(value, str) and value else None
+
+    return LabelledQuery(
+        text,
+        frozenset(relevant),
+        moment,
+        kind=text_field("kind"),
+        lang=text_field("lang"),
+        split=text_field("split"),
+        story=text_field("story"),
+    )
+
+
 def read_queries(path: Path) -> list[LabelledQuery]:
     if not path.is_file():
         raise EvaluationError(f"queries file not found: {path}")
@@ -110,50 +172,154 @@ def read_queries(path: Path) -> list[LabelledQuery]:
             if not line.strip():
                 continue
             try:
-                row: Any = json.loads(line)
-                text, relevant = row["query"], row["relevant"]
-                if not isinstance(text, str) or not text.strip():
-                    raise ValueError("'query' must be non-empty text")
-                if not isinstance(relevant, list) or not all(isinstance(r, str) for r in relevant):
-                    raise ValueError("'relevant' must be a list of post ids")
-                now = row.get("now")
-                moment = datetime.fromisoformat(now) if now else None
-                if moment is not None and moment.tzinfo is None:
-                    raise ValueError("'now' must carry a time zone (RFC 3339)")
+                out.append(_query_line(json.loads(line)))
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise EvaluationError(f"{path}:{number}: bad query line: {exc}") from exc
-            kind = row.get("kind")
-            out.append(
-                LabelledQuery(
-                    text, frozenset(relevant), moment, kind if isinstance(kind, str) else None
-                )
-            )
     if not out:
         raise EvaluationError(f"{path}: no queries")
     return out
 
 
-def index_posts(store: EdgeStore, posts: Sequence[Post], embedder: Embedder) -> None:
-    for start in range(0, len(posts), EMBED_BATCH):
-        batch = posts[start : start + EMBED_BATCH]
-        vectors = embedder.embed([schema.dense_text(p) for p in batch])
-        store.upsert(batch, vectors.tolist())
-
-
-CONFIGS: dict[str, tuple[Mode, bool]] = {
-    "dense": ("dense", False),
-    "sparse": ("sparse", False),
-    "hybrid": ("hybrid", False),
-    "hybrid+decay": ("hybrid", True),
-}
-
-# Full-pipeline configurations (hybrid + decay underneath), each a set of `SearchOptions`.
+# The product's stages, switched on one after another (the ablation).
+STAGES = ("dense", "sparse", "hybrid", "+recency", "+understanding", "+diversity", "default (all)")
 PIPELINES: dict[str, SearchOptions] = {
-    "+diversity": SearchOptions(understand=False, threads=False),
     "+understanding": SearchOptions(diversity=None, threads=False),
+    "+diversity": SearchOptions(understand=False, threads=False),
     "default (all)": SearchOptions(),
 }
-ENGAGEMENT_WEIGHTS = (0.1, 0.25, 0.5)
+
+
+class _MemoEmbedder:
+    """The evaluation embeds each query text in several configurations: embed it once."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.memo: dict[str, Vectors] = {}
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.memo]
+        if missing:
+            for text, row in zip(missing, self.inner.embed(missing), strict=True):
+                self.memo[text] = row[None, :]
+        return np.concatenate([self.memo[t] for t in texts]) if texts else self.inner.embed([])
+
+
+@dataclass
+class _Outcome:
+    """Every configuration's ranked ids for one query, and the default's confidence flag."""
+
+    ranked: dict[str, list[str]]
+    low_confidence: bool = False
+    empty: bool = False
+
+
+def _ids(hits: Sequence[Hit], k: int) -> list[str]:
+    return [h.post.id for h in hits[:k]]
+
+
+def _run_query(
+    searcher: Searcher,
+    q: LabelledQuery,
+    k: int,
+    default: SearchOptions,
+    variants: Mapping[str, RankingOptions],
+) -> _Outcome:
+    request = searcher.request(q.query, k, as_of=q.now)
+    request = dataclasses.replace(request, limit=default.candidates)
+    dense, sparse = searcher.candidates(request)
+    now = q.now or datetime.now().astimezone()
+    plain = dataclasses.replace(default.ranking, decay="none")
+    ranked = {
+        "dense": _ids(dense, k),
+        "sparse": _ids(sparse, k),
+        "hybrid": _ids(rank(dense, sparse, now, plain).hits, k),
+        "+recency": _ids(rank(dense, sparse, now, default.ranking).hits, k),
+    }
+    for name, variant in variants.items():
+        ranked[name] = _ids(rank(dense, sparse, now, variant).hits, k)
+    outcome = _Outcome(ranked)
+    for name, stages in PIPELINES.items():
+        opts = dataclasses.replace(stages, ranking=default.ranking, hnsw_ef=default.hnsw_ef)
+        try:
+            result = searcher.find(q.query, k, as_of=q.now, options=opts, widen=False)
+        except ValueError:
+            # A query the pipeline refuses (a malformed operator) finds nothing.
+            outcome.ranked[name] = []
+            continue
+        outcome.ranked[name] = _ids(result.hits, k)
+        if name == "default (all)":
+            outcome.low_confidence = result.low_confidence
+            outcome.empty = not result.hits
+    return outcome
+
+
+def default_variants(default: RankingOptions) -> dict[str, RankingOptions]:
+    """Fusion methods and recency rules compared on the same candidates (`fusion`/`recency`)."""
+    out = {f"fusion {f}": dataclasses.replace(default, fusion=f) for f in FUSIONS}
+    out["recency none"] = dataclasses.replace(default, decay="none")
+    out["recency fixed 24h"] = dataclasses.replace(default, decay="fixed")
+    out["recency adaptive"] = dataclasses.replace(default, decay="adaptive")
+    return out
+
+
+def _group(
+    queries: Sequence[LabelledQuery],
+    outcomes: Sequence[_Outcome],
+    key: Callable[[LabelledQuery], str],
+) -> dict[str, list[tuple[LabelledQuery, _Outcome]]]:
+    groups: dict[str, list[tuple[LabelledQuery, _Outcome]]] = {}
+    for q, o in zip(queries, outcomes, strict=True):
+        groups.setdefault(key(q), []).append((q, o))
+    return dict(sorted(groups.items()))
+
+
+def _scores(pairs: Sequence[tuple[LabelledQuery, _Outcome]], config: str, k: int) -> dict[str, Any]:
+    runs = [(o.ranked[config], q.relevant) for q, o in pairs if q.answerable]
+    return {**score_run(runs, k), "queries": len(runs)}
+
+
+def _unanswerable(pairs: Sequence[tuple[LabelledQuery, _Outcome]]) -> dict[str, Any]:
+    none = [o for q, o in pairs if not q.answerable]
+    some = [o for q, o in pairs if q.answerable]
+    flagged = sum(1 for o in none if o.low_confidence or o.empty)
+    false_alarms = sum(1 for o in some if o.low_confidence or o.empty)
+    return {
+        "queries": len(none),
+        "flagged": round(flagged / len(none), 4) if none else None,
+        "false_alarms": round(false_alarms / len(some), 4) if some else None,
+    }
+
+
+def _part(
+    pairs: Sequence[tuple[LabelledQuery, _Outcome]], configs: Sequence[str], k: int
+) -> dict[str, Any]:
+    """Every figure for one split: the default, the ablation, kinds, languages, unanswerable."""
+    qs = [q for q, _ in pairs]
+    os_ = [o for _, o in pairs]
+
+    def beside_dense(groups: dict[str, list[tuple[LabelledQuery, _Outcome]]]) -> dict[str, Any]:
+        return {
+            name: {"default": _scores(g, "default (all)", k), "dense": _scores(g, "dense", k)}
+            for name, g in groups.items()
+            if any(q.answerable for q, _ in g)
+        }
+
+    return {
+        **_scores(pairs, "default (all)", k),
+        "dense": _scores(pairs, "dense", k),
+        "ablation": {c: _scores(pairs, c, k) for c in configs},
+        "by_kind": beside_dense(_group(qs, os_, lambda q: q.kind or "unlabelled")),
+        "by_language": beside_dense(_group(qs, os_, lambda q: q.lang or "unknown")),
+        "unanswerable": _unanswerable(pairs),
+    }
 
 
 def evaluate(
@@ -162,90 +328,66 @@ def evaluate(
     embedder: Embedder,
     work_dir: Path,
     *,
-    half_life: timedelta = DEFAULT_HALF_LIFE,
-    fusions: Sequence[Fusion] = ("rrf", "dbsf"),
     k: int = K,
+    options: SearchOptions | None = None,
+    variants: Mapping[str, RankingOptions] | None = None,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Index `posts_path` into a fresh shard under `work_dir`, run every query, score it.
 
-    Returns {"recall@10", "ndcg@10", "mrr", "queries", "config", "ablation": {config: metrics},
-    "fusion": {fusion: hybrid+decay metrics}, "engagement": {weight: metrics},
-    "by_kind": {kind: metrics}, "embedder"}. The headline figures are for the product's
-    default: the full pipeline (hybrid, first fusion, decay, understanding, diversity).
+    Returns the default's {"recall@10", "ndcg@10", "mrr"} over all answerable queries, and
+    "ablation" {config: metrics}, "dense" (the baseline), "by_kind" and "by_language" ({group:
+    {"default", "dense"}}), "unanswerable", "splits" ({split: the same figures}), "fusion" and
+    "recency" (the compared variants, per split), "queries", "posts", "config", "embedder".
+    `variants` adds ranking options compared on the same candidates (default: every fusion
+    method and recency rule). `cache_dir` keeps post vectors between runs.
     """
     queries = read_queries(Path(queries_path))
     posts = list(read_posts(Path(posts_path)))
     if not posts:
         raise EvaluationError(f"{posts_path}: no posts")
+    default = options or SearchOptions()
+    compared = dict(variants) if variants is not None else default_variants(default.ranking)
     shard = Path(work_dir) / f"eval-shard-{uuid.uuid4().hex[:8]}"
-    store = EdgeStore(shard, embedder.dim, fusion=fusions[0])
+    store = EdgeStore(shard, embedder.dim)
     try:
-        index_posts(store, posts, embedder)
-        searcher = Searcher(store, embedder)
-        requests = {
-            name: [
-                searcher.request(
-                    q.query, k, as_of=q.now, mode=mode, half_life=half_life if decay else None
-                )
-                for q in queries
-            ]
-            for name, (mode, decay) in CONFIGS.items()
-        }
-
-        def run(name: str, fusion: Fusion) -> list[tuple[list[str], frozenset[str]]]:
-            store.fusion = fusion
-            return [
-                ([h.post.id for h in store.query(req)], q.relevant)
-                for req, q in zip(requests[name], queries, strict=True)
-            ]
-
-        ablation = {name: score_run(run(name, fusions[0]), k) for name in CONFIGS}
-        store.fusion = fusions[0]
-
-        def pipeline(options: SearchOptions) -> list[tuple[list[str], frozenset[str]]]:
-            return [
-                (
-                    [
-                        h.post.id
-                        for h in searcher.search(
-                            q.query, k, as_of=q.now, half_life=half_life, options=options
-                        )
-                    ],
-                    q.relevant,
-                )
-                for q in queries
-            ]
-
-        pipelines = {name: pipeline(opts) for name, opts in PIPELINES.items()}
-        for name, runs in pipelines.items():
-            ablation[name] = score_run(runs, k)
-        default = PIPELINES["default (all)"]
-        engagement = {
-            f"weight {w}": score_run(pipeline(dataclasses.replace(default, engagement_weight=w)), k)
-            for w in ENGAGEMENT_WEIGHTS
-        }
-        engagement["weight 0 (default)"] = ablation["default (all)"]
-        by_fusion = {f: score_run(run("hybrid+decay", f), k) for f in fusions}
-        by_fusion_plain = {f: score_run(run("hybrid", f), k) for f in fusions}
-        headline_runs = pipelines["default (all)"]
-        kinds: dict[str, list[tuple[list[str], frozenset[str]]]] = {}
-        for (ranked, rel), q in zip(headline_runs, queries, strict=True):
-            kinds.setdefault(q.kind or "unlabelled", []).append((ranked, rel))
+        index_posts(store, posts, embedder, cache_dir=cache_dir, progress=progress)
+        searcher = Searcher(store, _MemoEmbedder(embedder), default)
+        outcomes = []
+        for i, q in enumerate(queries):
+            outcomes.append(_run_query(searcher, q, k, default, compared))
+            if progress is not None:
+                progress("queries", i + 1, len(queries))
     finally:
         store.close()
         shutil.rmtree(shard, ignore_errors=True)
-    headline = ablation["default (all)"]
+    return _report(queries, outcomes, compared, k, len(posts), embedder.name, default)
+
+
+def _report(
+    queries: Sequence[LabelledQuery],
+    outcomes: Sequence[_Outcome],
+    compared: Mapping[str, RankingOptions],
+    k: int,
+    posts: int,
+    embedder: str,
+    default: SearchOptions,
+) -> dict[str, Any]:
+    every = list(zip(queries, outcomes, strict=True))
+    splits = _group(queries, outcomes, lambda q: q.split or ALL)
+    whole = _part(every, STAGES, k)
+    r = default.ranking
     return {
-        **headline,
-        "queries": len(queries),
-        "posts": len(posts),
-        "config": f"default: hybrid+decay ({fusions[0]}, half-life {half_life}), query "
-        "understanding, diversity, threads",
-        "embedder": embedder.name,
-        "ablation": ablation,
-        "fusion": {"hybrid+decay": by_fusion, "hybrid": by_fusion_plain},
-        "engagement": engagement,
-        "by_kind": {
-            kind: {**score_run(r, k), "queries": len(r)} for kind, r in sorted(kinds.items())
+        **whole,
+        "splits": {name: _part(pairs, STAGES, k) for name, pairs in splits.items()},
+        "variants": {
+            name: {split: _scores(pairs, name, k) for split, pairs in splits.items()}
+            for name in compared
         },
+        "queries": len(queries),
+        "posts": posts,
+        "config": f"default: hybrid ({r.fusion}, dense weight {r.dense_weight}), recency "
+        f"{r.decay} (floor {r.floor}), query understanding, diversity, threads",
+        "embedder": embedder,
     }

@@ -1,40 +1,42 @@
-"""Understanding the ask: time words and filter syntax in a query become a structured search.
+"""Understanding the ask: time words become recency preferences, operators become filters.
 
-`parse_query("what is @alice saying about the keynote today from:alice.bsky.social", now)`
-returns a `ParsedQuery` whose `text` is what to rank on (time words and filter tokens removed)
-and whose `since`/`until`/`half_life`/`authors`/`hashtags`/`langs`/`phrases` say how to search.
+`parse_query("what is alice saying about the keynote today from:alice.bsky.social", now)`
+returns a `ParsedQuery` whose `text` is what to rank on (time words and operators removed) and
+whose fields say how to search.
 
-What is recognised (case-insensitive; everything else is left in the text):
+Two kinds of understanding, deliberately unequal:
 
-- `from:handle` (a leading `@` is dropped) → authors; `#tag` → hashtags (the word stays in the
-  text so ranking still sees it); `lang:xx` → langs; `"a phrase"` (straight or curly quotes) →
-  phrases a post must contain (the words stay in the text).
-- Time words → a window and a half-life. The half-life follows the window: "right now" questions
-  decay in an hour, "this week" ones over two days, so a short question is not answered by
-  yesterday's posts and a long one is not answered only by the last hour's.
+- **Explicit operators filter hard** (the asker typed them): `from:handle` (a leading `@` is
+  dropped) → authors; `#tag` → hashtags (the word stays in the text so ranking still sees it);
+  `lang:xx` → langs; `since:WHEN` / `until:WHEN` (a date `2024-05-01`, a moment
+  `2024-05-01T10:00Z`, or an age `6h`, `3d`, `2w`) → the window; `"a phrase"` (straight or curly
+  quotes) → words a post must contain. A malformed operator (`since:soon`, `lang:klingon`,
+  `from:` with nothing) or a contradictory pair (`since:` after `until:`) raises
+  `QueryNotUnderstood` with a sentence saying what to type.
+- **Time words are preferences, never filters.** "right now", "today", "this morning",
+  "latest", "this week" … set `prefer_within` (the span the words mean) and a `half_life`; the
+  ranker then favours posts inside that span, and a relevant older post can still rank. The
+  words are read in the asker's time zone (`zone`: the browser's in the widget, the local zone in
+  the CLI); without one (Discord) "today" and "this morning" are rolling windows.
 
-  | words | window (since … until) | half-life |
+  | words | preferred span | half-life |
   |---|---|---|
-  | right now, just now, at the moment, currently, breaking | last 12 h | 1 h |
+  | right now, just now, at the moment, currently, breaking | 12 h | 1 h |
   | last/past N minutes/hours/days/weeks (N: 3, a, few …) | that span | span / 4, ≥ 10 min |
-  | today | since 00:00 UTC (at least the last 6 h) | 4 h |
-  | this morning / afternoon / evening, tonight | from 00:00 / 12:00 / 17:00 UTC | 3 h |
-  | yesterday | yesterday 00:00 … today 00:00 UTC | 12 h |
-  | this week / month / year | last 7 / 31 / 365 days | 2 d / 7 d / 30 d |
-  | lately, recently, latest, these days, most recent, newest | none | 12 h |
-  | since yesterday / monday … sunday / YYYY-MM-DD | from that day's 00:00 UTC | window / 4 |
+  | today | since local midnight (at least 6 h) | 4 h |
+  | this morning / afternoon / evening, tonight | since local 00:00 / 12:00 / 17:00 (≥ 6 h) | 3 h |
+  | yesterday | 48 h | 12 h |
+  | this week / month / year | 7 / 31 / 365 days | 2 d / 7 d / 30 d |
+  | lately, recently, latest, these days, most recent, newest | 3 days | 12 h |
+  | since yesterday / monday … sunday / YYYY-MM-DD | since that local day | span / 4 |
   | since the X, since his/her/their X (an event) | resolved by the searcher (below) | 6 h |
 
 - "since the keynote": an *event phrase* (`since` followed by the/his/her/their/its/our and up to
-  six words). The parser cannot know when the keynote was; `ParsedQuery.event` carries the
-  phrase and `event_start` resolves it against the index: it searches the phrase (hybrid, no
-  decay) over the 7 days before `now`, keeps the *strong* matches (dense similarity at least
-  0.8 × the best one's and ≥ 0.35, or among the 3 best BM25 scores when no dense score is known),
-  and takes the earliest of those as `since`. The idea: the moment the feed started talking about
-  the event is when the first posts that are clearly about it appear. "since" followed by other
-  words ("since you asked") is not a time word and stays in the text.
-
-Times are UTC: a post's `created_at` is UTC, and the searcher has no user time zone to go by.
+  six words). `ParsedQuery.event` carries the phrase and `event_start` resolves it against the
+  index: it searches the phrase (hybrid, no decay) over the 7 days before `now`, keeps the
+  *strong* matches (dense similarity at least 0.8 × the best one's and ≥ 0.35, or among the 3
+  best BM25 scores when no dense score is known) and takes the earliest as when the feed started
+  on it. The searcher prefers posts after that moment; it never drops the ones before.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from retrieval.store import Hit
 
@@ -62,10 +64,12 @@ class QueryNotUnderstood(ValueError):
 
 @dataclass(frozen=True)
 class ParsedQuery:
-    """A query split into what to rank on and how to filter and weigh recency.
+    """A query split into what to rank on, hard filters and soft recency preferences.
 
-    `text` is never empty when `original` is not: if removing time words and filters leaves
-    nothing, it falls back to the filter words (handles, tags) or the original text.
+    `since`/`until`/`authors`/`hashtags`/`langs`/`phrases` come only from explicit operators.
+    `prefer_within` and `half_life` come from time words and only reorder. `text` is never
+    empty when `original` is not: if removing time words and operators leaves nothing, it falls
+    back to the operator words (handles, tags) or the original text.
     """
 
     text: str
@@ -73,6 +77,7 @@ class ParsedQuery:
     since: datetime | None = None
     until: datetime | None = None
     half_life: timedelta | None = None
+    prefer_within: timedelta | None = None
     authors: tuple[str, ...] = ()
     hashtags: tuple[str, ...] = ()
     langs: tuple[str, ...] = ()
@@ -87,6 +92,7 @@ class ParsedQuery:
             self.since
             or self.until
             or self.half_life
+            or self.prefer_within
             or self.authors
             or self.hashtags
             or self.langs
@@ -127,8 +133,13 @@ _UNITS = {
 }
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
-_FROM = re.compile(r"(?<![\w:])from:@?([\w.@:-]+\w)", re.IGNORECASE)
-_LANG = re.compile(r"(?<![\w:])lang:([a-z]{2,3}(?:-[a-z]{2})?)\b", re.IGNORECASE)
+_FROM = re.compile(r"(?<![\w:/])from:(\S*)", re.IGNORECASE)
+_HANDLE = re.compile(r"@?([\w.@:-]*\w)")
+_LANG = re.compile(r"(?<![\w:/])lang:(\S*)", re.IGNORECASE)
+_LANG_CODE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{2,8})?", re.IGNORECASE)
+_WINDOW_OP = re.compile(r"(?<![\w:/])(since|until):(\S*)", re.IGNORECASE)
+_AGE = re.compile(r"(\d{1,6})\s*(m|min|h|d|w)", re.IGNORECASE)
+_AGE_UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 _TAG = re.compile(r"(?<![\w#&])#(\w[\w-]*)")
 _PHRASE = re.compile(r"\"([^\"]{1,200})\"|\u201c([^\u201d]{1,200})\u201d")
 _LAST_N = re.compile(
@@ -167,8 +178,10 @@ def clean_text(text: str) -> str:
     return unicodedata.normalize("NFC", _CONTROL.sub(" ", text))
 
 
-def _midnight(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+def _midnight(moment: datetime, zone: tzinfo | None) -> datetime:
+    """The start of `moment`'s day in `zone` (UTC without one), as a UTC instant."""
+    local = moment.astimezone(zone or UTC)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
 def _half_of(window: timedelta) -> timedelta:
@@ -189,60 +202,110 @@ def _unit(word: str) -> timedelta:
     return _UNITS.get(word, _UNITS.get(word.rstrip("s"), timedelta(hours=1)))
 
 
-def parse_query(text: str, now: datetime) -> ParsedQuery:
-    """Split `text` into ranking text, filters and a time window, as of `now` (UTC).
+def _moment(op: str, value: str, now: datetime) -> datetime:
+    """The instant a `since:`/`until:` value names: an age back from `now`, or a date/time."""
+    age = _AGE.fullmatch(value)
+    if age:
+        span = timedelta(seconds=int(age[1]) * _AGE_UNITS[age[2].lower()])
+        if span > MAX_WINDOW:
+            raise QueryNotUnderstood(f"{op}:{value} is more than 30 years ago")
+        return now - span
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise QueryNotUnderstood(
+            f"{op}:{value or '…'} is not a time; use a date (2024-05-01), a moment "
+            "(2024-05-01T10:00Z) or an age (6h, 3d, 2w)"
+        ) from None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if now - moment > MAX_WINDOW:
+        raise QueryNotUnderstood(f"{op}:{value} is more than 30 years ago")
+    return moment
 
-    Raises `QueryNotUnderstood` for a window that cannot be meant (longer than 30 years, or a
-    date in the future). Never raises for anything else: unknown syntax stays in the text.
-    """
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
-    original = text
-    text = clean_text(text)
-    authors: list[str] = []
-    hashtags: list[str] = []
-    langs: list[str] = []
-    phrases: list[str] = []
-    words: list[str] = []
-    since: datetime | None = None
-    until: datetime | None = None
-    half_life: timedelta | None = None
-    event: str | None = None
 
-    def narrow(start: datetime, hl: timedelta, end: datetime | None = None) -> None:
-        # Several time words: the narrowest window and the shortest half-life win.
-        nonlocal since, until, half_life
-        since = start if since is None else max(since, start)
-        if end is not None:
-            until = end if until is None else min(until, end)
-        half_life = hl if half_life is None else min(half_life, hl)
-
-    def take(pattern: re.Pattern[str], handle: Callable[[re.Match[str]], str]) -> None:
-        nonlocal text
-        text = pattern.sub(handle, text)
+def _operators(
+    text: str, now: datetime
+) -> tuple[str, dict[str, list[str]], datetime | None, datetime | None]:
+    """Take the explicit operators out of `text`; raise on a malformed one."""
+    found: dict[str, list[str]] = {"authors": [], "langs": [], "hashtags": [], "phrases": []}
+    bounds: dict[str, datetime] = {}
 
     def on_from(m: re.Match[str]) -> str:
-        authors.append(m[1])
+        handle = _HANDLE.fullmatch(m[1])
+        if not handle:
+            raise QueryNotUnderstood("from: wants a handle, e.g. from:alice.bsky.social")
+        found["authors"].append(handle[1])
         return " "
 
     def on_lang(m: re.Match[str]) -> str:
-        langs.append(m[1].lower())
+        if not _LANG_CODE.fullmatch(m[1]):
+            raise QueryNotUnderstood(
+                f"lang:{m[1] or '…'} is not a language code; use one like en, pt or pt-br"
+            )
+        found["langs"].append(m[1].lower())
+        return " "
+
+    def on_window(m: re.Match[str]) -> str:
+        op = m[1].lower()
+        moment = _moment(op, m[2], now)
+        bounds[op] = max(bounds[op], moment) if op == "since" and op in bounds else moment
+        if op == "until" and op in bounds:
+            bounds[op] = min(bounds[op], moment)
         return " "
 
     def on_tag(m: re.Match[str]) -> str:
-        hashtags.append(m[1].lower())
+        found["hashtags"].append(m[1].lower())
         return m[1]
 
     def on_phrase(m: re.Match[str]) -> str:
         phrase = " ".join((m[1] or m[2] or "").split())
         if phrase:
-            phrases.append(phrase)
+            found["phrases"].append(phrase)
         return f" {phrase} "
 
-    take(_FROM, on_from)
-    take(_LANG, on_lang)
-    take(_PHRASE, on_phrase)
-    take(_TAG, on_tag)
+    text = _FROM.sub(on_from, text)
+    text = _LANG.sub(on_lang, text)
+    text = _WINDOW_OP.sub(on_window, text)
+    text = _PHRASE.sub(on_phrase, text)
+    text = _TAG.sub(on_tag, text)
+    since, until = bounds.get("since"), bounds.get("until")
+    if since is not None and since > now:
+        raise QueryNotUnderstood(f"since: is in the future (now is {now:%Y-%m-%d %H:%M} UTC)")
+    if since is not None and until is not None and since >= until:
+        raise QueryNotUnderstood("since: is not before until:, so nothing can match")
+    return text, found, since, until
+
+
+def parse_query(text: str, now: datetime, zone: tzinfo | None = None) -> ParsedQuery:
+    """Split `text` into ranking text, operator filters and recency preferences, as of `now`.
+
+    `zone` is the asker's time zone for "today", "this morning", "yesterday", "since monday";
+    without one those are read in UTC as rolling spans. Raises `QueryNotUnderstood` for a
+    malformed or contradictory operator, or a span that cannot be meant (longer than 30
+    years). Never raises for anything else: unknown words stay in the text.
+    """
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    original = text
+    text, found, since, until = _operators(clean_text(text), now)
+    words: list[str] = []
+    prefer: timedelta | None = None
+    half_life: timedelta | None = None
+    event: str | None = None
+
+    def favour(span: timedelta, hl: timedelta) -> None:
+        # Several time words: the narrowest span and the shortest half-life win.
+        nonlocal prefer, half_life
+        prefer = span if prefer is None else min(prefer, span)
+        half_life = hl if half_life is None else min(half_life, hl)
+
+    def since_local(hour: int) -> timedelta:
+        start = _midnight(now, zone) + timedelta(hours=hour)
+        return max(now - start, timedelta(hours=6))
+
+    def take(pattern: re.Pattern[str], handle: Callable[[re.Match[str]], str]) -> None:
+        nonlocal text
+        text = pattern.sub(handle, text)
 
     def on_last_n(m: re.Match[str]) -> str:
         window = _count(m[1]) * _unit(m[2])
@@ -253,70 +316,51 @@ def parse_query(text: str, now: datetime) -> ParsedQuery:
         if window <= timedelta(0):
             raise QueryNotUnderstood(f"{m[0].strip()!r} is an empty window")
         words.append(m[0].strip())
-        narrow(now - window, _half_of(window))
+        favour(window, _half_of(window))
         return " "
 
-    def on_now(m: re.Match[str]) -> str:
-        words.append(m[0])
-        narrow(now - timedelta(hours=12), timedelta(hours=1))
-        return " "
+    def on_word(span: timedelta, hl: timedelta) -> Callable[[re.Match[str]], str]:
+        def handle(m: re.Match[str]) -> str:
+            words.append(m[0].strip())
+            favour(span, hl)
+            return " "
+
+        return handle
 
     def on_today(m: re.Match[str]) -> str:
-        words.append(m[0])
-        narrow(min(_midnight(now), now - timedelta(hours=6)), timedelta(hours=4))
-        return " "
+        return on_word(since_local(0), timedelta(hours=4))(m)
 
     def on_part(m: re.Match[str]) -> str:
-        words.append(m[0])
         part = (m[1] or m[2] or "").lower()
         hour = {"morning": 0, "afternoon": 12, "evening": 17, "tonight": 17}[part]
-        start = _midnight(now) + timedelta(hours=hour)
-        if start >= now:
-            start = now - timedelta(hours=6)
-        narrow(start, timedelta(hours=3))
-        return " "
-
-    def on_yesterday(m: re.Match[str]) -> str:
-        words.append(m[0])
-        narrow(_midnight(now) - timedelta(days=1), timedelta(hours=12), _midnight(now))
-        return " "
+        return on_word(since_local(hour), timedelta(hours=3))(m)
 
     def on_this(m: re.Match[str]) -> str:
-        words.append(m[0])
         span, hl = {
             "week": (timedelta(days=7), timedelta(days=2)),
             "month": (timedelta(days=31), timedelta(days=7)),
             "year": (timedelta(days=365), timedelta(days=30)),
         }[m[1].lower()]
-        narrow(now - span, hl)
-        return " "
-
-    def on_lately(m: re.Match[str]) -> str:
-        nonlocal half_life
-        words.append(m[0])
-        twelve = timedelta(hours=12)
-        half_life = twelve if half_life is None else min(half_life, twelve)
-        return " "
+        return on_word(span, hl)(m)
 
     def on_since_day(m: re.Match[str]) -> str:
         word = m[1].lower()
         if word == "yesterday":
-            start = _midnight(now) - timedelta(days=1)
+            start = _midnight(now, zone) - timedelta(days=1)
         elif word in _WEEKDAYS:
-            back = (now.weekday() - _WEEKDAYS.index(word)) % 7 or 7
-            start = _midnight(now) - timedelta(days=back)
+            local = now.astimezone(zone or UTC)
+            back = (local.weekday() - _WEEKDAYS.index(word)) % 7 or 7
+            start = _midnight(now, zone) - timedelta(days=back)
         else:
             try:
-                start = datetime.fromisoformat(word).replace(tzinfo=UTC)
+                start = datetime.fromisoformat(word).replace(tzinfo=zone or UTC)
             except ValueError:
                 return m[0]  # "since 2024-13-45": not a date, leave it as words
             if start > now:
                 raise QueryNotUnderstood(f"{m[0]!r} is in the future (now is {now:%Y-%m-%d})")
             if now - start > MAX_WINDOW:
                 raise QueryNotUnderstood(f"{m[0]!r} is more than 30 years ago")
-        words.append(m[0])
-        narrow(start, _half_of(now - start))
-        return " "
+        return on_word(now - start, _half_of(now - start))(m)
 
     def on_since_event(m: re.Match[str]) -> str:
         nonlocal event
@@ -331,31 +375,34 @@ def parse_query(text: str, now: datetime) -> ParsedQuery:
         return f" {rest}"
 
     take(_LAST_N, on_last_n)
-    take(_NOW, on_now)
+    take(_NOW, on_word(timedelta(hours=12), timedelta(hours=1)))
     take(_PART_OF_DAY, on_part)
     take(_TODAY, on_today)
-    take(_YESTERDAY, on_yesterday)
+    take(_YESTERDAY, on_word(timedelta(hours=48), timedelta(hours=12)))
     take(_THIS, on_this)
     take(_SINCE_DAY, on_since_day)
     take(_SINCE_EVENT, on_since_event)
-    take(_LATELY, on_lately)
+    take(_LATELY, on_word(timedelta(days=3), timedelta(hours=12)))
     if event is not None and half_life is None:
         half_life = EVENT_HALF_LIFE
 
     ranked = " ".join(text.split()).strip(" ,;:?!-")
     if not ranked:
-        # "from:alice today": nothing left to rank on; the filter words are the best text.
-        ranked = " ".join([*authors, *hashtags, *phrases]) or " ".join(clean_text(original).split())
+        # "from:alice today": nothing left to rank on; the operator words are the best text.
+        ranked = " ".join([*found["authors"], *found["hashtags"], *found["phrases"]]) or " ".join(
+            clean_text(original).split()
+        )
     return ParsedQuery(
         text=ranked,
         original=original,
         since=since,
         until=until,
         half_life=half_life,
-        authors=tuple(dict.fromkeys(authors)),
-        hashtags=tuple(dict.fromkeys(hashtags)),
-        langs=tuple(dict.fromkeys(langs)),
-        phrases=tuple(dict.fromkeys(phrases)),
+        prefer_within=prefer,
+        authors=tuple(dict.fromkeys(found["authors"])),
+        hashtags=tuple(dict.fromkeys(found["hashtags"])),
+        langs=tuple(dict.fromkeys(found["langs"])),
+        phrases=tuple(dict.fromkeys(found["phrases"])),
         event=event,
         time_words=tuple(words),
     )

@@ -4,14 +4,19 @@ The pipeline (`Searcher.find`), each stage behind a switch in `SearchOptions` so
 can measure what it earns:
 
 1. validate (`BadSearch` for anything unusable: empty, over 10 kB, NUL, absurd windows);
-2. understand the ask (`retrieval.query_syntax`): time words → window and half-life,
-   `from:`, `#tag`, `lang:`, quoted phrases → filters, "since the keynote" → when the
-   feed started on it;
-3. one store query (hybrid dense + BM25, RRF, recency decay), over-fetching when re-ranking;
-4. quoted phrases kept only where the text has them; engagement boost (weight from evaluation);
-5. diversity (`retrieval.diversity`): duplicates collapsed, per-author cap, MMR;
-6. an empty answer widens the window (×4, ×24, then none) and says so in `SearchResult.notes`;
-7. thread context (`retrieval.threads`): replied-to and quoted posts attached to their hits.
+2. understand the ask (`retrieval.query_syntax`): operators (`since:`, `until:`, `from:`,
+   `lang:`, `#tag`, quoted phrases) become hard filters; time words ("right now", "this week")
+   and "since the keynote" become recency preferences, never filters;
+3. two store queries over the filtered posts: the best dense (cosine) and BM25 candidates;
+4. fusion and recency in Python (`retrieval.ranking`): the same on every store backend;
+5. quoted phrases kept only where the text has them; engagement boost (weight from evaluation);
+6. diversity (`retrieval.diversity`): duplicates collapsed, per-author cap, MMR;
+7. an empty answer in an explicit window widens it (×4, ×24, then none) and says so in
+   `SearchResult.notes`;
+8. thread context (`retrieval.threads`): replied-to and quoted posts attached to their hits.
+
+`SearchResult.low_confidence` says when even the best dense match is weak: the feed probably
+has nothing on the question, and a bot should say so rather than lean on the hits.
 
 Each search logs one line (`search`, INFO): the query's length (never its text), k, mode, hits,
 whether the window widened, and milliseconds. It carries the turn's `request_id` when the
@@ -24,7 +29,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from retrieval.diversity import DiversityOptions, diversify
 from retrieval.embedder import Embedder
@@ -37,6 +42,8 @@ from retrieval.query_syntax import (
     event_start,
     parse_query,
 )
+from retrieval.ranking import MIN_HALF_LIFE as MIN_PREFERRED_HALF_LIFE
+from retrieval.ranking import RankingOptions, rank
 from retrieval.store import Hit, Mode, PostStore, StoreQuery
 from retrieval.threads import attach_parents
 
@@ -50,10 +57,10 @@ MIN_HALF_LIFE = timedelta(seconds=1)
 _MODES: tuple[Mode, ...] = ("hybrid", "dense", "sparse")
 # Re-ranking needs candidates beyond k: diversity drops duplicates and capped authors.
 OVERFETCH = 3
-MIN_RERANK_POOL = 30
-PHRASE_POOL = 100
 WIDEN_FACTORS = (4, 24)
 EVENT_CANDIDATES = 20
+# Chosen on the dev set's tune part (retrieval/devset/README.md).
+LOW_CONFIDENCE_BELOW = 0.35
 
 
 class BadSearch(ValueError):
@@ -72,6 +79,13 @@ class SearchOptions:
     # HNSW beam width for the dense search. 256 measured at 100k posts: recall@10 vs exact
     # 0.86 (default 0.69) for ~0.6 ms more per query (bench/retrieval.py, README).
     hnsw_ef: int | None = 256
+    # Fusion and recency over the candidates (retrieval.ranking).
+    ranking: RankingOptions = field(default_factory=RankingOptions)
+    # Candidates taken from each of the dense and BM25 searches before ranking.
+    candidates: int = 100
+    # A best dense match below this cosine marks the result low-confidence: the feed likely
+    # has nothing on the question (chosen on the dev set's tune part, README).
+    low_confidence_below: float = LOW_CONFIDENCE_BELOW
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,17 @@ class SearchResult:
     half_life: timedelta | None
     widened: bool = False
     notes: tuple[str, ...] = ()
+    # The best dense cosine among the candidates (None in keyword-only mode), and whether it
+    # is too low to trust that the feed has anything on the question.
+    confidence: float | None = None
+    low_confidence: bool = False
+
+
+@dataclass(frozen=True)
+class _Recency:
+    now: datetime
+    half_life: timedelta | None
+    cap: timedelta | None
 
 
 def _span_words(span: timedelta) -> str:
@@ -129,14 +154,16 @@ class Searcher:
         langs: Sequence[str] = (),
         options: SearchOptions | None = None,
         widen: bool = False,
+        zone: tzinfo | None = None,
     ) -> list[Hit]:
         """The best `k` posts for `text`, best first (at most `k`; fewer when fewer match).
 
         `since` keeps posts no older than that before `as_of` (default: now); posts after
-        `as_of` are never returned. `half_life` ranks recent posts higher (a post one
-        half-life from `as_of` counts half); time words in the text ("right now", "this
-        week") narrow the window and shorten the half-life. Unlike `find`, the window is not
-        widened unless `widen` is set (a bare hit list cannot say it was).
+        `as_of` are never returned. `half_life` fixes how fast recency fades (default: the
+        ranking options choose it from the query's best matches); time words in the text
+        ("right now", "this week") prefer recent posts without dropping older ones. Unlike
+        `find`, the window is not widened unless `widen` is set (a bare hit list cannot say
+        it was).
         Raises `BadSearch` for unusable input.
         """
         return self.find(
@@ -151,6 +178,7 @@ class Searcher:
             langs=langs,
             options=options,
             widen=widen,
+            zone=zone,
         ).hits
 
     def find(
@@ -167,26 +195,23 @@ class Searcher:
         langs: Sequence[str] = (),
         options: SearchOptions | None = None,
         widen: bool = True,
+        zone: tzinfo | None = None,
     ) -> SearchResult:
         """Run the whole pipeline (module doc) and say how the query was read.
 
-        Explicit `since`/`authors`/`hashtags`/`langs` combine with what the text asks (the
-        narrower window wins; filters add up). An explicit `half_life` is replaced by a
-        shorter one the time words imply. With `widen`, an empty answer in a window is
-        retried in wider ones and `notes` says so. Raises `BadSearch` for unusable input.
+        Explicit `since`/`authors`/`hashtags`/`langs` combine with the text's operators (the
+        narrower window wins; filters add up). An explicit `half_life` fixes the recency
+        half-life; without one the ranking options choose it (adaptive by default). `zone` is
+        the asker's time zone for time words. With `widen`, an empty answer in an explicit
+        window is retried in wider ones and `notes` says so. Raises `BadSearch` for unusable
+        input.
         """
         started = time.perf_counter()
         opts = options or self.options
         query, as_of = _check(text, k, mode, as_of)
         _check_spans(since, half_life)
         now = as_of or datetime.now(UTC)
-        if opts.understand:
-            try:
-                parsed = parse_query(query, now)
-            except QueryNotUnderstood as exc:
-                raise BadSearch(str(exc)) from exc
-        else:
-            parsed = ParsedQuery(text=query, original=text)
+        parsed = self._parse(query, text, now, zone, opts)
         notes: list[str] = []
         start = now - since if since is not None else None
         if parsed.since is not None:
@@ -194,45 +219,37 @@ class Searcher:
         end = as_of
         if parsed.until is not None:
             end = parsed.until if end is None else min(end, parsed.until)
+        if start is not None and end is not None and start >= end:
+            raise BadSearch("the window is empty: its start is not before its end")
+        cap = parsed.half_life
         if parsed.event is not None:
             began = event_start(parsed.event, now, self._event_search)
             if began is None:
-                notes.append(f"Could not tell when {parsed.event!r} began; no window applied.")
+                notes.append(f"Could not tell when {parsed.event!r} began.")
             else:
-                start = began if start is None else max(start, began)
+                since_event = max(now - began, MIN_PREFERRED_HALF_LIFE)
+                cap = since_event if cap is None else min(cap, since_event)
                 notes.append(f"{parsed.event!r} began at about {began:%Y-%m-%d %H:%M} UTC.")
-        hl = half_life
-        if parsed.half_life is not None:
-            hl = parsed.half_life if hl is None else min(hl, parsed.half_life)
-        if start is not None and end is not None and start >= end:
-            raise BadSearch("the window is empty: its start is not before its end")
-        reranks = opts.diversity is not None or opts.engagement_weight > 0 or parsed.phrases
-        fetch = k
-        if reranks:
-            fetch = min(MAX_LIMIT, max(OVERFETCH * k, MIN_RERANK_POOL))
-        if parsed.phrases:
-            fetch = min(MAX_LIMIT, max(fetch, PHRASE_POOL))
-        dense = self._embed(parsed.text, mode)
         request = StoreQuery(
             text=parsed.text,
-            dense=dense,
-            limit=fetch,
+            dense=self._embed(parsed.text, mode),
+            limit=min(MAX_LIMIT, max(opts.candidates, OVERFETCH * k)),
             mode=mode,
             as_of=end,
             since=start,
-            half_life=hl,
             authors=tuple(authors) + parsed.authors,
             hashtags=tuple(hashtags) + parsed.hashtags,
             langs=tuple(langs) + parsed.langs,
             hnsw_ef=opts.hnsw_ef,
         )
-        hits = self._rank(request, k, parsed, opts)
+        recency = _Recency(now=end or now, half_life=half_life, cap=cap)
+        hits, applied, best = self._rank(request, k, parsed, opts, recency)
         widened = False
         if not hits and widen and start is not None:
             span = (end or now) - start
             for wider in [span * f for f in WIDEN_FACTORS if span * f < MAX_WINDOW] + [None]:
                 request = replace(request, since=None if wider is None else (end or now) - wider)
-                hits = self._rank(request, k, parsed, opts)
+                hits, applied, best = self._rank(request, k, parsed, opts, recency)
                 if hits:
                     widened = True
                     where = "any time" if wider is None else f"the last {_span_words(wider)}"
@@ -259,10 +276,22 @@ class Searcher:
             parsed=parsed,
             since=start,
             until=end,
-            half_life=hl,
+            half_life=applied,
             widened=widened,
             notes=tuple(notes),
+            confidence=best,
+            low_confidence=best is not None and best < opts.low_confidence_below,
         )
+
+    def _parse(
+        self, query: str, original: str, now: datetime, zone: tzinfo | None, opts: SearchOptions
+    ) -> ParsedQuery:
+        if not opts.understand:
+            return ParsedQuery(text=query, original=original)
+        try:
+            return parse_query(query, now, zone)
+        except QueryNotUnderstood as exc:
+            raise BadSearch(str(exc)) from exc
 
     def _embed(self, text: str, mode: Mode) -> list[float]:
         # Embedding is skipped for pure keyword search; the store ignores `dense` then.
@@ -270,18 +299,44 @@ class Searcher:
             return []
         return self.embedder.embed([text])[0].astype(float).tolist()
 
+    def candidates(self, request: StoreQuery) -> tuple[list[Hit], list[Hit]]:
+        """The dense and the BM25 candidates for `request` (each up to `request.limit`), the
+        two lists every ranking is made from."""
+        dense: list[Hit] = []
+        sparse: list[Hit] = []
+        if request.mode in ("hybrid", "dense"):
+            dense = self.store.query(replace(request, mode="dense", half_life=None))
+        if request.mode in ("hybrid", "sparse"):
+            sparse = self.store.query(replace(request, mode="sparse", half_life=None))
+        return dense, sparse
+
     def _rank(
-        self, request: StoreQuery, k: int, parsed: ParsedQuery, opts: SearchOptions
-    ) -> list[Hit]:
-        hits = self.store.query(request)
+        self,
+        request: StoreQuery,
+        k: int,
+        parsed: ParsedQuery,
+        opts: SearchOptions,
+        recency: _Recency,
+    ) -> tuple[list[Hit], timedelta | None, float | None]:
+        dense, sparse = self.candidates(request)
+        ranked = rank(
+            dense,
+            sparse,
+            recency.now,
+            opts.ranking,
+            half_life=recency.half_life,
+            cap=recency.cap,
+        )
+        best = max((h.why["dense"] for h in dense if "dense" in h.why), default=None)
+        hits = ranked.hits
         if parsed.phrases:
             wanted = [p.casefold() for p in parsed.phrases]
             hits = [h for h in hits if all(w in h.post.text.casefold() for w in wanted)]
         if opts.engagement_weight > 0:
             hits = boost(hits, opts.engagement_weight)
         if opts.diversity is not None:
-            return diversify(hits, k, parsed.text, opts.diversity, exempt_authors=request.authors)
-        return hits[:k]
+            hits = diversify(hits, k, parsed.text, opts.diversity, exempt_authors=request.authors)
+        return hits[:k], ranked.half_life, best
 
     def _event_search(self, text: str, since: datetime, as_of: datetime) -> list[Hit]:
         request = StoreQuery(
