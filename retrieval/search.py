@@ -59,6 +59,7 @@ _MODES: tuple[Mode, ...] = ("hybrid", "dense", "sparse")
 OVERFETCH = 3
 WIDEN_FACTORS = (4, 24)
 EVENT_CANDIDATES = 20
+FUTURE_SLACK = timedelta(days=1)
 # Chosen on the dev set's tune part (retrieval/devset/README.md).
 LOW_CONFIDENCE_BELOW = 0.35
 
@@ -405,6 +406,9 @@ def _check(
             as_of = as_of.replace(tzinfo=UTC)
         if not datetime(2000, 1, 1, tzinfo=UTC) <= as_of <= datetime(2200, 1, 1, tzinfo=UTC):
             raise BadSearch(f"as_of {as_of.isoformat()} is not a plausible date")
+        # A replay clock looks back; a `now` ahead of the real one is a typo (2205 for 2025).
+        if as_of > datetime.now(UTC) + FUTURE_SLACK:
+            raise BadSearch(f"now {as_of:%Y-%m-%d %H:%M} UTC is in the future")
     return query, as_of
 
 

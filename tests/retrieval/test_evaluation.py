@@ -86,13 +86,24 @@ def test_evaluate_scores_a_tiny_set_with_known_answers(tmp_path: Path, embedder:
         "dense",
         "sparse",
         "hybrid",
-        "hybrid+decay",
+        "+recency",
         "+diversity",
         "+understanding",
         "default (all)",
     }
-    assert "weight 0 (default)" in result["engagement"]
-    assert result["ablation"]["dense"] == {"recall@10": 1.0, "ndcg@10": 1.0, "mrr": 1.0}
+    assert result["ablation"]["dense"] == {
+        "recall@10": 1.0,
+        "ndcg@10": 1.0,
+        "mrr": 1.0,
+        "queries": 3,
+    }
+    assert result["dense"] == result["ablation"]["dense"]
+    # No split named in the file: one part, "all", with the same figures as the whole.
+    assert set(result["splits"]) == {"all"}
+    assert result["splits"]["all"]["ndcg@10"] == result["ndcg@10"]
+    assert {"fusion rrf", "fusion dbsf", "fusion weighted", "fusion dense-first"} <= set(
+        result["variants"]
+    )
     # "cat videos" runs at today's date, years after every post: recency must not erase
     # relevance (all decay factors are at their floor), so the cat post still comes first.
     assert result["recall@10"] == 1.0 and result["mrr"] == 1.0
@@ -123,3 +134,89 @@ def test_malformed_query_lines_are_reported_with_their_line_number(
 def test_missing_files_are_reported_plainly(tmp_path: Path, embedder: Embedder) -> None:
     with pytest.raises(EvaluationError, match="not found"):
         evaluate(tmp_path / "nope.jsonl", tmp_path / "nope2.jsonl", embedder, tmp_path)
+
+
+def test_evaluate_reports_splits_kinds_languages_and_unanswerable(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    posts = [
+        make_post("quake", "Strong earthquake shakes the city, buildings damaged", hours=0),
+        make_post("sismo", "Fuerte sismo sacude la ciudad, edificios dañados", hours=1),
+        make_post("cats", "My cat knocked a glass off the table again", hours=2),
+        make_post("flood", "The river flooded the old town overnight", hours=3),
+    ]
+    posts_file = tmp_path / "posts.jsonl"
+    posts_file.write_text("".join(p.to_jsonl() + "\n" for p in posts), encoding="utf-8")
+    now = "2024-05-01T20:00:00Z"
+    queries_file = write_jsonl(
+        tmp_path / "queries.jsonl",
+        [
+            {
+                "query": "earthquake damage",
+                "relevant": ["quake", "sismo"],
+                "now": now,
+                "kind": "breaking",
+                "lang": "en",
+                "split": "tune",
+                "story": "quake",
+            },
+            {
+                "query": "daños del terremoto",
+                "relevant": ["sismo", "quake"],
+                "now": now,
+                "kind": "breaking",
+                "lang": "es",
+                "split": "tune",
+                "story": "quake",
+            },
+            {
+                "query": "river flooding",
+                "relevant": ["flood"],
+                "now": now,
+                "kind": "story",
+                "lang": "en",
+                "split": "test",
+                "story": "flood",
+            },
+            {
+                "query": "who won the chess world championship",
+                "relevant": [],
+                "now": now,
+                "kind": "unanswerable",
+                "lang": "en",
+                "split": "test",
+                "story": "none:chess",
+            },
+        ],
+    )
+    result = evaluate(posts_file, queries_file, embedder, tmp_path / "work")
+    assert set(result["splits"]) == {"tune", "test"}
+    tune, test = result["splits"]["tune"], result["splits"]["test"]
+    assert tune["queries"] == 2 and test["queries"] == 1, "unanswerable queries are not averaged"
+    assert set(tune["by_language"]) == {"en", "es"}
+    assert set(test["by_kind"]) == {"story"}, "a kind with no answerable query has no nDCG row"
+    assert test["by_kind"]["story"]["dense"]["ndcg@10"] == test["dense"]["ndcg@10"]
+    assert test["unanswerable"]["queries"] == 1
+    assert tune["unanswerable"]["queries"] == 0
+    # Nothing about chess in this feed: the best dense match is weak, the result is flagged.
+    assert test["unanswerable"]["flagged"] == 1.0
+    assert result["queries"] == 4
+
+
+def test_vectors_are_cached_per_embedder_and_corpus(tmp_path: Path, embedder: Embedder) -> None:
+    from retrieval.eval_index import embed_cached
+
+    calls: list[int] = []
+
+    class Counting:
+        dim, name = embedder.dim, embedder.name
+
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            calls.append(len(texts))
+            return embedder.embed(texts)
+
+    first = embed_cached(["a cat", "a dog"], Counting(), tmp_path)  # type: ignore[arg-type]
+    again = embed_cached(["a cat", "a dog"], Counting(), tmp_path)  # type: ignore[arg-type]
+    other = embed_cached(["a cat", "a bird"], Counting(), tmp_path)  # type: ignore[arg-type]
+    assert calls == [2, 2], "the second identical call is read from the cache"
+    assert (first == again).all() and not (first == other).all()

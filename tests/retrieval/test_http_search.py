@@ -35,7 +35,7 @@ async def test_search_endpoint_returns_context_and_notes(
         assert json.loads(plain.headers["X-Quipfeed-Notes"]) == []
 
         widened = await c.get(
-            "/search", params={"q": "roof leak in the last hour", "now": now, "widen": "true"}
+            "/search", params={"q": "roof leak since:1h", "now": now, "widen": "true"}
         )
         assert widened.json() and "widened" in json.loads(widened.headers["X-Quipfeed-Notes"])[0]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -18,34 +19,78 @@ def test_right_now_decays_faster_than_this_week() -> None:
     week_q = parse_query("what happened this week", NOW)
     assert now_q.half_life is not None and week_q.half_life is not None
     assert now_q.half_life < week_q.half_life
-    assert now_q.since is not None and week_q.since is not None
-    assert now_q.since > week_q.since
+    assert now_q.prefer_within is not None and week_q.prefer_within is not None
+    assert now_q.prefer_within < week_q.prefer_within
     assert now_q.text == "what is happening"
 
 
 @pytest.mark.parametrize(
-    ("text", "since"),
+    ("text", "span"),
     [
-        ("floods in the last 2 hours", NOW - timedelta(hours=2)),
-        ("floods past hour", NOW - timedelta(hours=1)),
-        ("floods over the past few days", NOW - timedelta(days=3)),
-        ("floods today", datetime(2024, 5, 8, tzinfo=UTC)),
-        ("floods this afternoon", datetime(2024, 5, 8, 12, tzinfo=UTC)),
-        ("floods since monday", datetime(2024, 5, 6, tzinfo=UTC)),
-        ("floods since 2024-05-01", datetime(2024, 5, 1, tzinfo=UTC)),
+        ("floods in the last 2 hours", timedelta(hours=2)),
+        ("floods past hour", timedelta(hours=1)),
+        ("floods over the past few days", timedelta(days=3)),
+        ("floods today", timedelta(hours=15, minutes=30)),
+        ("floods this afternoon", timedelta(hours=6)),
+        ("floods since monday", timedelta(days=2, hours=15, minutes=30)),
+        ("floods since 2024-05-01", timedelta(days=7, hours=15, minutes=30)),
+        ("yesterday's floods", timedelta(hours=48)),
     ],
 )
-def test_time_words_become_a_window_and_leave_the_text(text: str, since: datetime) -> None:
+def test_time_words_are_preferences_not_windows(text: str, span: timedelta) -> None:
     parsed = parse_query(text, NOW)
-    assert parsed.since == since
+    assert parsed.since is None and parsed.until is None, "time words never filter"
+    assert parsed.prefer_within == span
     assert parsed.text == "floods"
     assert parsed.half_life is not None
 
 
-def test_yesterday_is_a_closed_window() -> None:
-    parsed = parse_query("yesterday's keynote reactions", NOW)
-    assert parsed.since == datetime(2024, 5, 7, tzinfo=UTC)
-    assert parsed.until == datetime(2024, 5, 8, tzinfo=UTC)
+def test_today_is_read_in_the_askers_time_zone() -> None:
+    # 15:30 UTC is 11:30 in New York (EDT) and 00:30 the next day in Tokyo.
+    utc = parse_query("floods today", NOW)
+    new_york = parse_query("floods today", NOW, ZoneInfo("America/New_York"))
+    tokyo = parse_query("floods today", NOW, ZoneInfo("Asia/Tokyo"))
+    assert utc.prefer_within == timedelta(hours=15, minutes=30)
+    assert new_york.prefer_within == timedelta(hours=11, minutes=30)
+    # Half an hour into a Tokyo day: "today" still means at least the last six hours.
+    assert tokyo.prefer_within == timedelta(hours=6)
+
+
+@pytest.mark.parametrize(
+    ("text", "since", "until"),
+    [
+        ("floods since:2024-05-01", datetime(2024, 5, 1, tzinfo=UTC), None),
+        ("floods since:6h", NOW - timedelta(hours=6), None),
+        ("floods until:2024-05-03T12:00Z", None, datetime(2024, 5, 3, 12, tzinfo=UTC)),
+        (
+            "since:3d until:1d floods",
+            NOW - timedelta(days=3),
+            NOW - timedelta(days=1),
+        ),
+    ],
+)
+def test_since_and_until_operators_are_hard_windows(
+    text: str, since: datetime | None, until: datetime | None
+) -> None:
+    parsed = parse_query(text, NOW)
+    assert (parsed.since, parsed.until) == (since, until)
+    assert parsed.text == "floods"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("floods since:soon", "not a time"),
+        ("floods until:", "not a time"),
+        ("floods since:2024-05-05 until:2024-05-01", "not before"),
+        ("floods since:2030-01-01", "future"),
+        ("floods lang:klingon", "not a language code"),
+        ("floods from:", "from: wants a handle"),
+    ],
+)
+def test_malformed_or_contradictory_operators_are_refused_plainly(text: str, message: str) -> None:
+    with pytest.raises(QueryNotUnderstood, match=message):
+        parse_query(text, NOW)
 
 
 def test_filter_syntax_becomes_filters_and_keeps_searchable_words() -> None:
