@@ -268,7 +268,8 @@ async def test_worker_killed_mid_conversation_next_turn_is_answered_and_metrics_
 async def test_a_gateway_with_no_healthy_worker_is_a_clear_engine_error() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     router = await asyncio.to_thread(
-        _router([dead], worker_startup_timeout_s=30).start, 0  # nothing registers
+        _router([dead], worker_startup_timeout_s=30).start,
+        0,  # nothing registers
     )
     engine = OpenAIEngine(router.url, model="tiny-moe", retries=0)
     try:
