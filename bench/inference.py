@@ -8,9 +8,8 @@ a real SGLang. Run: `quipfeed bench inference [--json]` or `python -m bench.infe
 Goals (from the issue): our layer costs < 5% of tokens/s and < 10 ms of time to first token;
 >= 80% of prompt tokens reused from turn 2 on.
 
-`--router` runs the replica figures instead (`run_router`): a multi-turn chat workload against
-(a) one worker without the prefix cache, (b) one with it, (c) two behind sglang-router with
-`cache_aware`, (d) the same with `round_robin`; cached-token share and TTFT from turn 2 on.
+`--router` runs the gateway figures instead (`bench/gateway.py`: smg vs sglang-router 0.3.2 in
+front of two workers, cached share and TTFT from turn 2 on).
 """
 
 from __future__ import annotations
@@ -425,204 +424,6 @@ async def run(
     return report
 
 
-# ---- replicas behind sglang-router ---------------------------------------------------------
-
-
-# One request of the chat workload: (turn index, ttft seconds, cached tokens, prompt tokens)
-ChatRow = tuple[int, float, int, int]
-
-
-async def _chat_workload(
-    url: str, tag: str, conversations: int, turns: int, max_tokens: int
-) -> tuple[list[ChatRow], float]:
-    """`conversations` chats in flight together, each `turns` turns laid out as the conversation
-    layer does (persona, earlier turns verbatim, then this turn's posts and question). Every
-    prompt is distinct per `tag`, so runs on the same workers do not share cache."""
-    engine = OpenAIEngine(url, first_token_timeout=300)
-    params = SamplingParams(max_tokens=max_tokens, temperature=0)
-    rows: list[ChatRow] = []
-
-    async def chat(c: int) -> None:
-        persona = f"[{tag} conversation {c}] " + SYSTEM
-        history: list[ChatMessage] = []
-        for t in range(turns):
-            fresh = "\n".join(FRESH[(3 * (t + c)) % len(FRESH) :][:3])
-            msgs = turn_messages(
-                persona, history, QUESTIONS[t % len(QUESTIONS)], fresh_context=fresh
-            )
-            start = time.perf_counter()
-            ttft = 0.0
-            text: list[str] = []
-            cached = prompt = 0
-            async for chunk in engine.stream(msgs, params):
-                if chunk.text and not ttft:
-                    ttft = time.perf_counter() - start
-                text.append(chunk.text)
-                if chunk.usage is not None:
-                    cached, prompt = chunk.usage.cached_tokens, chunk.usage.prompt_tokens
-            rows.append((t, ttft or time.perf_counter() - start, cached, prompt))
-            history = [*msgs[1:], ChatMessage(role="assistant", content="".join(text))]
-
-    try:
-        await engine.start()
-        started = time.perf_counter()
-        await asyncio.gather(*(chat(c) for c in range(conversations)))
-        wall = time.perf_counter() - started
-    finally:
-        await engine.aclose()
-    return rows, wall
-
-
-def _summarise(rows: list[ChatRow], walls: list[float]) -> dict[str, Any]:
-    """Cached share and TTFT over turns 2.. of every run given (turn-1 TTFT for reference)."""
-    first = [r for r in rows if r[0] == 0]
-    later = [r for r in rows if r[0] > 0]
-    later_ttft = sorted(r[1] for r in later)
-    return {
-        "runs": len(walls),
-        "requests": len(rows),
-        "wall_s_median": round(statistics.median(walls), 2),
-        "cached_share_from_turn_2": round(
-            sum(r[2] for r in later) / max(1, sum(r[3] for r in later)), 3
-        ),
-        "ttft_ms_median_from_turn_2": round(statistics.median(later_ttft) * 1e3, 1),
-        "ttft_ms_mean_from_turn_2": round(statistics.mean(later_ttft) * 1e3, 1),
-        "ttft_ms_p90_from_turn_2": round(later_ttft[int(0.9 * (len(later_ttft) - 1))] * 1e3, 1),
-        "ttft_ms_median_turn_1": round(statistics.median(r[1] for r in first) * 1e3, 1),
-        "prompt_tokens_mean_from_turn_2": round(statistics.mean(r[3] for r in later), 1),
-    }
-
-
-def _worker_split(urls: list[str]) -> list[dict[str, float]]:
-    from inference.replicas import metric_value
-
-    out = []
-    for u in urls:
-        text = httpx.get(u + "/metrics", timeout=10).text
-        out.append(
-            {
-                "requests": metric_value(text, "quipfeed_engine_requests_total"),
-                "cached_tokens": metric_value(text, "quipfeed_engine_cached_tokens_total"),
-            }
-        )
-    return out
-
-
-async def run_router(
-    *,
-    conversations: int = 16,
-    turns: int = 6,
-    max_tokens: int = 16,
-    repeats: int = 3,
-    model_path: Path | None = None,
-    prefix_cache_tokens: int = 65_536,
-) -> dict[str, Any]:
-    """Figures (a)-(d): one worker without / with the prefix cache, two workers behind
-    sglang-router with `cache_aware` / `round_robin`. Workers are real processes."""
-    from inference.replicas import Policy, Router, RouterOptions, WorkerPool, metric_value
-
-    report: dict[str, Any] = {
-        "conversations": conversations,
-        "turns": turns,
-        "max_tokens": max_tokens,
-        "repeats": repeats,
-        "cpus": os.cpu_count(),
-        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        # A 4k window, so six turns of history fit without dropping any (drops cost cache).
-        path = model_path or build_tiny_moe(Path(tmp) / "tiny-moe", context_window=4096)
-        report["model"] = path.name
-        for key, cache in (
-            ("a_one_worker_no_cache", 0),
-            ("b_one_worker_cache", prefix_cache_tokens),
-        ):
-            with WorkerPool(
-                path, 1, prefix_cache_tokens=cache, max_batch_size=conversations
-            ) as pool:
-                await _chat_workload(pool.urls[0], "warm-up", 2, 1, 2)
-                rows: list[ChatRow] = []
-                walls: list[float] = []
-                for rep in range(repeats):
-                    r, w = await _chat_workload(
-                        pool.urls[0], f"{key} {rep}", conversations, turns, max_tokens
-                    )
-                    rows += r
-                    walls.append(w)
-                report[key] = _summarise(rows, walls)
-        with WorkerPool(
-            path, 2, prefix_cache_tokens=prefix_cache_tokens, max_batch_size=conversations
-        ) as pool:
-            runs: tuple[tuple[str, Policy], ...] = (
-                ("c_router_cache_aware", "cache_aware"),
-                ("d_router_round_robin", "round_robin"),
-            )
-            # Both routers front the same two workers; runs alternate c, d, c, d... so drift in
-            # the machine's load falls on both alike. Distinct prompts per run: no shared cache.
-            routers = {key: Router(pool.urls, options=RouterOptions(policy=p)) for key, p in runs}
-            try:
-                for router in routers.values():
-                    router.start()
-                    await _chat_workload(router.url, f"warm-up {router.options.policy}", 2, 1, 2)
-                results: dict[str, tuple[list[ChatRow], list[float], list[float]]] = {
-                    key: ([], [], [0.0, 0.0]) for key in routers
-                }
-                for rep in range(repeats):
-                    for key, router in routers.items():
-                        before = _worker_split(pool.urls)
-                        r, w = await _chat_workload(
-                            router.url, f"{key} {rep}", conversations, turns, max_tokens
-                        )
-                        after = _worker_split(pool.urls)
-                        rows_, walls_, split = results[key]
-                        rows_ += r
-                        walls_.append(w)
-                        for i in range(2):
-                            split[i] += after[i]["requests"] - before[i]["requests"]
-                for key, router in routers.items():
-                    rows_, walls_, split = results[key]
-                    figures = _summarise(rows_, walls_)
-                    figures["per_worker_requests"] = split
-                    figures["router_retries"] = metric_value(
-                        router.metrics(), "smg_worker_retries_total"
-                    )
-                    report[key] = figures
-            finally:
-                for router in routers.values():
-                    router.stop()
-    report["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
-    return report
-
-
-def format_router_report(report: dict[str, Any]) -> str:
-    lines = [
-        f"== {report['conversations']} conversations x {report['turns']} turns, "
-        f"{report['max_tokens']} tokens per reply, {report['repeats']} runs each, "
-        f"{report['model']} "
-        f"({report['cpus']} CPUs, load {report['load_avg_1m_at_start']} -> "
-        f"{report['load_avg_1m_at_end']}) =="
-    ]
-    for key in (
-        "a_one_worker_no_cache",
-        "b_one_worker_cache",
-        "c_router_cache_aware",
-        "d_router_round_robin",
-    ):
-        f = report[key]
-        split = f" split {f['per_worker_requests']}" if "per_worker_requests" in f else ""
-        lines.append(
-            f"  ({key[0]}) {key[2:]:20} cached {100 * f['cached_share_from_turn_2']:5.1f}%  "
-            f"ttft median {f['ttft_ms_median_from_turn_2']:7.1f} ms  "
-            f"mean {f['ttft_ms_mean_from_turn_2']:7.1f} ms  "
-            f"p90 {f['ttft_ms_p90_from_turn_2']:7.1f} ms  (turn 1: {f['ttft_ms_median_turn_1']} ms)"
-            f"  wall {f['wall_s_median']} s{split}"
-        )
-    lines.append(
-        "  goal: (b), (c) cached >= 80% from turn 2; (c) beats (d) on cached share and TTFT"
-    )
-    return "\n".join(lines)
-
-
 def format_report(report: dict[str, Any]) -> str:
     """A human-readable rendering of `run()`'s figures."""
     lines: list[str] = []
@@ -662,11 +463,7 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(as_json: bool = False, router: bool = False, **kwargs: Any) -> None:
-    if router:
-        figures = asyncio.run(run_router(**kwargs))
-        print(json.dumps(figures, indent=2) if as_json else format_router_report(figures))
-        return
+def main(as_json: bool = False, **kwargs: Any) -> None:
     kwargs.setdefault("sglang_url", os.environ.get("SGLANG_URL"))
     report = asyncio.run(run(**kwargs))
     print(json.dumps(report, indent=2) if as_json else format_report(report))
@@ -675,4 +472,4 @@ def main(as_json: bool = False, router: bool = False, **kwargs: Any) -> None:
 if __name__ == "__main__":
     import sys
 
-    main(as_json="--json" in sys.argv, router="--router" in sys.argv)
+    main(as_json="--json" in sys.argv)

@@ -4,7 +4,7 @@ A profile names a model, its GPU count and memory, and SGLang server flags (chec
 SGLang's `server_args.py`: `--model-path`, `--tp-size`, `--ep-size`, `--quantization`,
 `--attention-backend`, `--mem-fraction-static`, `--context-length`, `--enable-metrics`,
 `--enable-cache-report`). A data-parallel profile adds a router: N workers of another profile
-behind `sglang-router launch --policy cache_aware`.
+behind SGLang's Model Gateway, `smg launch --policy cache_aware`.
 """
 
 from __future__ import annotations
@@ -69,11 +69,12 @@ def server_command(
 def router_command(
     profile: LaunchProfile, worker_urls: list[str], *, host: str = "127.0.0.1", port: int = 30000
 ) -> list[str]:
-    """argv for `sglang-router` in front of `worker_urls` (a routed profile only)."""
+    """argv for `smg` (SGLang's Model Gateway) in front of `worker_urls` (a routed profile
+    only)."""
     if profile.worker_profile is None:
         raise ValueError(f"profile {profile.name!r} has no router")
     return [
-        "sglang-router",
+        "smg",
         "launch",
         "--host",
         host,

@@ -147,6 +147,9 @@ class OpenAIEngine:
     # ---- server probes (idempotent GETs, retried) -------------------------------------------
 
     async def _get(self, path: str) -> httpx.Response:
+        """GET `path`, retrying connection errors and 429/502/503/504; the last answer is
+        returned even when it is one of those (callers judge it). Unreachable after the
+        retries: `EngineUnavailable` saying what to do."""
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             try:
@@ -154,12 +157,35 @@ class OpenAIEngine:
             except httpx.HTTPError as e:
                 last = e
             else:
-                if response.status_code not in _RETRY_STATUS:
+                if response.status_code not in _RETRY_STATUS or attempt == self.retries:
                     return response
-                last = EngineOverloaded(f"{path} answered {response.status_code}")
             if attempt < self.retries:
                 await self._sleep(attempt)
-        raise EngineUnavailable(f"model server at {self.base_url} is not reachable: {last}")
+        raise EngineUnavailable(
+            f"cannot reach the model server at {self.base_url} ({last or 'no answer'}): start it "
+            "(`quipfeed serve-model`, SGLang or smg) or point model.url / --model-url at it"
+        )
+
+    def _no_worker(self, detail: str) -> EngineUnavailable:
+        if "for model" in detail:  # smg routes by model name: a name no worker serves
+            return EngineUnavailable(
+                f"the model gateway at {self.base_url} has no healthy worker for model "
+                f"{self.model_name!r} ({detail}): start its workers, or set model.name to a "
+                f"model listed at GET {self.base_url}/v1/models"
+            )
+        return EngineUnavailable(
+            f"the model gateway at {self.base_url} has no healthy worker ({detail}): start its "
+            f"workers, or see which it knows with GET {self.base_url}/workers"
+        )
+
+    def _refusal(self, path: str, response: httpx.Response) -> EngineUnavailable:
+        detail = _body_message(response)
+        if _says_no_worker(response.status_code, detail, _body_code(response)):
+            return self._no_worker(detail)
+        return EngineUnavailable(
+            f"model server at {self.base_url} answered {path} with {response.status_code}"
+            + (f" ({detail})" if detail else "")
+        )
 
     async def health(self) -> bool:
         """True if `/health` answers 200."""
@@ -170,14 +196,20 @@ class OpenAIEngine:
 
     async def start(self) -> ServerInfo:
         """Check the server is up (`/health`), learn the model (`/get_model_info`, `/v1/models`)
-        and its context window. Raises `EngineUnavailable` if it is down."""
+        and its context window (`/v1/models`' `max_model_len`, else `/get_server_info`'s
+        `context_length`: smg's own model list omits it). Raises `EngineUnavailable` saying what
+        to do if the server is down, or is a gateway with no healthy worker."""
         health = await self._get("/health")
         if health.status_code != 200:
-            raise EngineUnavailable(f"{self.base_url}/health answered {health.status_code}")
+            raise self._refusal("/health", health)
         info: dict[str, Any] = {}
+        # A gateway (smg) answers /health itself; these reach a worker, so a gateway without
+        # one answers 503 here.
         response = await self._get("/get_model_info")
         if response.status_code == 200:
             info = response.json()
+        elif response.status_code in _RETRY_STATUS:
+            raise self._refusal("/get_model_info", response)
         response = await self._get("/v1/models")
         if response.status_code == 200:
             cards = response.json().get("data") or []
@@ -187,6 +219,16 @@ class OpenAIEngine:
                 window = cards[0].get("max_model_len")
                 if self.context_window is None and isinstance(window, int):
                     self.context_window = window
+        elif response.status_code in _RETRY_STATUS:
+            raise self._refusal("/v1/models", response)
+        if self.context_window is None:
+            response = await self._get("/get_server_info")
+            window = None
+            if response.status_code == 200:
+                with contextlib.suppress(ValueError, AttributeError):
+                    window = response.json().get("context_length")
+            if isinstance(window, int) and window > 0:
+                self.context_window = window
         if self._model is None and info.get("model_path"):
             self._model = str(info["model_path"])
         return ServerInfo(
@@ -197,7 +239,7 @@ class OpenAIEngine:
         """The server's Prometheus `/metrics` text, passed through."""
         response = await self._get("/metrics")
         if response.status_code != 200:
-            raise EngineUnavailable(f"/metrics answered {response.status_code}")
+            raise self._refusal("/metrics", response)
         return response.text
 
     # ---- the Engine protocol ------------------------------------------------------------------
@@ -315,16 +357,21 @@ class OpenAIEngine:
             except TimeoutError:
                 last = EngineTimeout(f"no first token within {self.first_token_timeout}s")
             except openai.APIStatusError as e:
-                if e.status_code not in _RETRY_STATUS:
+                if _says_no_worker(e.status_code, _message(e), _code(e)):
+                    # A gateway with no worker for the model (smg answers 404 or 503): not the
+                    # request's fault, and what to do is on the operator's side.
+                    last = self._no_worker(_message(e))
+                elif e.status_code not in _RETRY_STATUS:
                     self.breaker.release()
                     if 400 <= e.status_code < 500:
                         raise InvalidRequest(f"server rejected the request: {_message(e)}") from e
                     self.breaker.record_failure()
                     raise EngineUnavailable(f"server error {e.status_code}: {_message(e)}") from e
-                header = e.response.headers.get("retry-after")
-                retry_after = float(header) if header and header.isdigit() else None
-                kind = EngineOverloaded if e.status_code in (429, 503) else EngineUnavailable
-                last = kind(f"server answered {e.status_code}: {_message(e)}")
+                else:
+                    header = e.response.headers.get("retry-after")
+                    retry_after = float(header) if header and header.isdigit() else None
+                    kind = EngineOverloaded if e.status_code in (429, 503) else EngineUnavailable
+                    last = kind(f"server answered {e.status_code}: {_message(e)}")
             except _ErrorEvent as e:  # an error event as the first SSE message
                 last = EngineUnavailable(f"server error: {e}")
             except _OPEN_ERRORS as e:
@@ -441,6 +488,43 @@ def _merge_report(report: PromptReport, event: dict[str, Any]) -> PromptReport:
         truncated=True,
         dropped_messages=report.dropped_messages + int(server.get("dropped_messages", 0)),
     )
+
+
+# What smg answers when no worker can take a request: 503 `no_workers` / `no_models_available`
+# (probes), 404 `model_not_found` "No worker available for model …" (completions).
+_NO_WORKER_CODES = frozenset({"no_workers", "no_models_available", "no_available_workers"})
+
+
+def _says_no_worker(status: int, message: str, code: object) -> bool:
+    if status not in (404, 503):
+        return False
+    return code in _NO_WORKER_CODES or "no worker" in message.lower()
+
+
+def _body_error(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    return inner if isinstance(inner, dict) else {}
+
+
+def _body_message(response: httpx.Response) -> str:
+    return str(_body_error(response).get("message") or response.text[:200]).strip()
+
+
+def _body_code(response: httpx.Response) -> object:
+    return _body_error(response).get("code")
+
+
+def _code(e: openai.APIStatusError) -> object:
+    body = e.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return inner.get("code")
+    return None
 
 
 def _message(e: openai.APIStatusError) -> str:

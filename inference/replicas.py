@@ -1,18 +1,25 @@
-"""Several local model workers behind `sglang-router`: what `quipfeed serve-model --workers N`
-runs, and what the router tests and `quipfeed bench inference --router` start.
+"""Several local model workers behind SGLang's Model Gateway (`smg`): what
+`quipfeed serve-model --workers N` runs, and what the router tests and
+`quipfeed bench inference --router` start.
 
 Each worker is its own process (`python -m inference.serve`, the same app as
 `quipfeed serve-model`), so a worker can be killed, hang or crash without taking the others
-along, as SGLang replicas do. The router is the real `sglang-router` binary from PyPI.
+along, as SGLang replicas do. The gateway is the real `smg` binary from PyPI (the `smg`
+package, a Rust binary with a Python launcher). `sglang-router` 0.3.2, its stale predecessor,
+can still be started (`kind="sglang-router"`) for the side-by-side benchmark only.
 
-What sglang-router 0.3.2 does with workers (observed, not assumed; see docs/scaling.md):
-- `/health` on the router answers 200 before any worker is registered, so readiness here means
-  `/workers` lists the expected number of healthy workers.
-- A worker is registered after `/health`, `/server_info`, `/model_info` answer; one that is down
-  at start is retried in the background for `--worker-startup-timeout-secs`.
-- A failed request is retried (`--retry-max-retries`), but `cache_aware` picks the same worker
-  again; only once that worker's circuit breaker opens (`--cb-failure-threshold` failures) does
-  the retry go elsewhere. Hence the low breaker threshold in `RouterOptions`.
+What smg 1.13 does with workers (observed, not assumed; see docs/scaling.md):
+- It registers a worker after `/v1/models`, `/server_info` and `/model_info` answer (`/version`
+  may 404); one that is down at start is retried in the background for
+  `--worker-startup-timeout-secs`. Its `/health` answers 200 before any worker is registered,
+  so readiness here means `/workers` lists the expected number of healthy workers.
+- It polls each worker's load from `/v1/loads` (SGLang's schema), every
+  `--load-monitor-interval` seconds, and health from `/health`.
+- `cache_aware` over HTTP keys on the text of every message of a chat request joined, so a
+  conversation's next turn matches the worker that served its previous turns.
+  (sglang-router 0.3.2 keyed on less of the conversation; the benchmark shows what that costs.)
+- A failed request is retried (`--retry-max-retries`); a worker whose circuit breaker opens
+  (`--cb-failure-threshold` failures) is skipped. Hence the low breaker threshold here.
 - Its Prometheus metrics (`smg_*`) are served on a separate port (`--prometheus-port`).
 """
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import os
 import shutil
 import signal
@@ -36,6 +44,12 @@ from typing import IO, Any, Literal
 import httpx
 
 Policy = Literal["cache_aware", "round_robin", "random", "power_of_two"]
+# The gateway binary: smg (what quipfeed runs) or the stale sglang-router 0.3.2 (benchmark only).
+GatewayKind = Literal["smg", "sglang-router"]
+INSTALL_HINT: dict[GatewayKind, str] = {
+    "smg": "pip install smg",
+    "sglang-router": "pip install 'quipfeed[bench]' (sglang-router 0.3.2)",
+}
 
 
 class ReplicaError(RuntimeError):
@@ -49,24 +63,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def router_executable() -> str | None:
-    """The `sglang-router` binary: beside this Python first (a virtual environment that was
-    not activated has it there and not on PATH), else on PATH."""
+def gateway_command(kind: GatewayKind = "smg") -> list[str] | None:
+    """The argv prefix that starts `kind`'s launcher, or None when it is not installed.
+
+    smg: this interpreter's `smg` package (`python -m smg`), which an unactivated virtual
+    environment has without its scripts on PATH; else an `smg` on PATH. Not the `smg` script
+    beside the interpreter: sglang-router 0.3.2 installs a script of that name too, and the
+    package installed last owns it. sglang-router: its script beside this Python, else on PATH.
+    """
+    if kind == "smg":
+        if importlib.util.find_spec("smg") is not None:
+            return [sys.executable, "-m", "smg"]
+        found = shutil.which("smg")
+        return [found] if found else None
     beside = Path(sys.executable).parent / "sglang-router"
     if beside.is_file():
-        return str(beside)
-    return shutil.which("sglang-router")
+        return [str(beside)]
+    found = shutil.which("sglang-router")
+    return [found] if found else None
 
 
 @dataclass(frozen=True)
 class RouterOptions:
-    """The `sglang-router launch` flags quipfeed sets. Defaults suit a handful of replicas:
-    a dead worker is dropped after 2 failed attempts (the breaker opens and the router's retry
-    goes to another worker), health is checked every 5 s, and no request waits more than
-    `request_timeout_s`."""
+    """The `smg launch` flags quipfeed sets (sglang-router 0.3.2 takes the same ones). Defaults
+    suit a handful of replicas: a dead worker is dropped after 2 failed attempts (the breaker
+    opens and the router's retry goes to another worker), health is checked every 5 s, and no
+    request waits more than `request_timeout_s`."""
 
     policy: Policy = "cache_aware"
-    cache_threshold: float = 0.3
+    # Above the share of a first turn that the shared system prompt makes up (~35% here), so a
+    # new conversation is a miss and goes to the least-loaded worker, while a later turn (the
+    # previous prompt and reply are >= 60% of it) matches and stays where its prefix is.
+    cache_threshold: float = 0.5
     retries: int = 4
     cb_failure_threshold: int = 2
     cb_cooldown_s: int = 15
@@ -113,11 +141,12 @@ def router_argv(
     port: int = 30000,
     metrics_port: int = 29000,
     options: RouterOptions | None = None,
+    kind: GatewayKind = "smg",
 ) -> list[str]:
-    """argv for `sglang-router launch` in front of `worker_urls`, metrics on `metrics_port`."""
-    exe = router_executable() or "sglang-router"
+    """argv for `smg launch` (or `sglang-router launch`) in front of `worker_urls`, metrics on
+    `metrics_port`."""
     return [
-        exe,
+        *(gateway_command(kind) or [kind]),
         "launch",
         "--host",
         host,
@@ -213,6 +242,7 @@ class WorkerPool:
         prefix_cache_tokens: int = 16_384,
         max_batch_size: int = 16,
         context_window: int | None = None,
+        threads: int | None = None,
         log_dir: Path | None = None,
     ) -> None:
         if n < 1:
@@ -226,6 +256,9 @@ class WorkerPool:
         self.prefix_cache_tokens = prefix_cache_tokens
         self.max_batch_size = max_batch_size
         self.context_window = context_window
+        # CPU threads per worker (torch reads OMP_NUM_THREADS at start): N workers on N cores
+        # each with one thread beat N workers fighting over all cores. None: torch's default.
+        self.threads = threads
         # A log folder made here is removed on stop(); errors carry the end of the log.
         self._own_logs = log_dir is None
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="quipfeed-workers-"))
@@ -259,6 +292,8 @@ class WorkerPool:
 
     def start(self, timeout_s: float = 300.0) -> WorkerPool:
         env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+        if self.threads is not None:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
         try:
             for i, port in enumerate(self.ports):
                 self.workers.append(
@@ -295,7 +330,8 @@ class WorkerPool:
 
 
 class Router:
-    """`sglang-router` in front of `worker_urls`, on 127.0.0.1 (free ports unless given).
+    """The gateway (`smg`, or `kind="sglang-router"`) in front of `worker_urls`, on 127.0.0.1
+    (free ports unless given).
 
     `start(expect_workers=k)` blocks until the router lists `k` healthy workers (default: all).
     `url` is what `QUIPFEED_MODEL__URL` should point at; `metrics()` scrapes its Prometheus port.
@@ -310,7 +346,9 @@ class Router:
         metrics_port: int | None = None,
         options: RouterOptions | None = None,
         log_dir: Path | None = None,
+        kind: GatewayKind = "smg",
     ) -> None:
+        self.kind = kind
         self.worker_urls = list(worker_urls)
         self.host = host
         self.port = port or free_port(host)
@@ -335,18 +373,19 @@ class Router:
             port=self.port,
             metrics_port=self.metrics_port,
             options=self.options,
+            kind=self.kind,
         )
 
     def start(self, expect_workers: int | None = None, timeout_s: float = 60.0) -> Router:
-        if router_executable() is None:
-            raise ReplicaError("sglang-router is not installed (pip install sglang-router)")
+        if gateway_command(self.kind) is None:
+            raise ReplicaError(f"{self.kind} is not installed ({INSTALL_HINT[self.kind]})")
         want = len(self.worker_urls) if expect_workers is None else expect_workers
         self._child = _Child(self.argv(), self.log_dir / "router.log")
         try:
             _wait_until(
                 lambda: self.healthy_workers() >= want,
                 self._child,
-                f"sglang-router ({self.url})",
+                f"{self.kind} ({self.url})",
                 timeout_s,
             )
         except BaseException:

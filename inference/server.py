@@ -2,9 +2,10 @@
 
 Speaks the subset of the API quipfeed and ordinary OpenAI clients use — `/v1/chat/completions`
 (JSON or SSE streaming), `/v1/models` — plus SGLang's extensions (`regex`, `json_schema`
-response formats, `usage.prompt_tokens_details.cached_tokens`) and the endpoints `sglang-router`
-probes (`/health`, `/health_generate`, `/server_info`, `/get_server_info`, `/model_info`,
-`/get_model_info`) and SGLang's `/get_load`, so the same router, clients and conformance suite
+response formats, `usage.prompt_tokens_details.cached_tokens`) and the endpoints SGLang's Model
+Gateway (`smg`) and the older `sglang-router` probe (`/health`, `/health_generate`,
+`/server_info`, `/get_server_info`, `/model_info`, `/get_model_info`, `/v1/models`, the load
+report `/v1/loads`) and SGLang's `/get_load`, so the same gateway, clients and conformance suite
 work against it and SGLang.
 """
 
@@ -238,13 +239,14 @@ def create_app(engine: Engine, *, context_window: int | None = None) -> FastAPI:
             card["max_model_len"] = window
         return {"object": "list", "data": [card]}
 
+    def load_counts() -> tuple[int, int]:
+        stats = getattr(engine, "stats", None)
+        return int(getattr(stats, "active_rows", 0)), int(getattr(stats, "waiting", 0))
+
     @app.get("/get_load")
     async def get_load() -> list[dict[str, Any]]:
-        # SGLang's shape (one entry per data-parallel rank). sglang-router 0.3.2 balances on its
-        # own in-flight counts over HTTP, but SGLang clients and dashboards read this.
-        stats = getattr(engine, "stats", None)
-        running = int(getattr(stats, "active_rows", 0))
-        waiting = int(getattr(stats, "waiting", 0))
+        # SGLang's older shape (one entry per data-parallel rank), for SGLang clients/dashboards.
+        running, waiting = load_counts()
         return [
             {
                 "dp_rank": 0,
@@ -253,6 +255,35 @@ def create_app(engine: Engine, *, context_window: int | None = None) -> FastAPI:
                 "num_tokens": None,
             }
         ]
+
+    @app.get("/v1/loads")
+    async def loads() -> dict[str, Any]:
+        # SGLang's load report, which smg polls (`?include=core,...`; extra sections are
+        # optional) to keep workers with a long waiting queue out of routing. `token_usage` stays
+        # 0: this engine has no fixed KV pool to fill, so KV-pressure rules must not fire on it.
+        running, waiting = load_counts()
+        stats = getattr(engine, "stats", None)
+        prompt = int(getattr(stats, "prompt_tokens", 0))
+        cached = int(getattr(stats, "cached_tokens", 0))
+        return {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "dp_rank_count": 1,
+            "loads": [
+                {
+                    "dp_rank": 0,
+                    "num_running_reqs": running,
+                    "num_waiting_reqs": waiting,
+                    "num_total_reqs": running + waiting,
+                    "num_used_tokens": 0,
+                    "max_total_num_tokens": 0,
+                    "token_usage": 0.0,
+                    "gen_throughput": 0.0,
+                    "cache_hit_rate": cached / prompt if prompt else 0.0,
+                    "utilization": 0.0,
+                    "max_running_requests": int(getattr(engine, "max_batch_size", 0) or 0),
+                }
+            ],
+        }
 
     @app.get("/metrics")
     async def metrics() -> PlainTextResponse:

@@ -17,15 +17,15 @@ from typing import Annotated
 import typer
 
 
-def _bench_module() -> ModuleType:
+def _bench_module(name: str = "inference") -> ModuleType:
     # `bench/` sits at the repo root, next to the packages, and is not installed.
     try:
-        return importlib.import_module("bench.inference")
+        return importlib.import_module(f"bench.{name}")
     except ImportError:
-        path = Path(__file__).resolve().parents[1] / "bench" / "inference.py"
+        path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
         if not path.is_file():
             raise typer.BadParameter(f"benchmark code not found at {path}") from None
-        spec = importlib.util.spec_from_file_location("quipfeed_bench_inference", path)
+        spec = importlib.util.spec_from_file_location(f"quipfeed_bench_{name}", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
@@ -57,7 +57,8 @@ def serve_model(
         typer.Option(
             min=0,
             max=64,
-            help="Run N worker processes (ports PORT+1..PORT+N) behind sglang-router on PORT.",
+            help="Run N worker processes (ports PORT+1..PORT+N) behind smg (SGLang's Model "
+            "Gateway) on PORT.",
         ),
     ] = 0,
     policy: Annotated[
@@ -165,18 +166,24 @@ def _serve_replicas(
     policy: str,
     metrics_port: int,
 ) -> None:
-    import shutil
     import signal
     import time
     from types import FrameType
 
-    from inference.replicas import ReplicaError, Router, RouterOptions, WorkerPool
+    from inference.replicas import (
+        INSTALL_HINT,
+        ReplicaError,
+        Router,
+        RouterOptions,
+        WorkerPool,
+        gateway_command,
+    )
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt  # SIGTERM (docker stop, kill) stops the children like Ctrl-C
 
-    if shutil.which("sglang-router") is None:
-        typer.echo("error: --workers needs sglang-router (pip install sglang-router)", err=True)
+    if gateway_command("smg") is None:
+        typer.echo(f"error: --workers needs smg ({INSTALL_HINT['smg']})", err=True)
         raise typer.Exit(1)
     signal.signal(signal.SIGTERM, _stop)
 
@@ -201,7 +208,7 @@ def _serve_replicas(
         pool.start()
         router.start()
         typer.echo(
-            f"sglang-router ({policy}) on {router.url} in front of {n} workers; "
+            f"smg ({policy}) on {router.url} in front of {n} workers; "
             f"router metrics on {router.metrics_url}\n"
             f"QUIPFEED_MODEL__URL={router.url}/v1",
             err=True,
@@ -239,7 +246,9 @@ def bench_inference(
     ] = 1,
     repeats: Annotated[
         int,
-        typer.Option(min=1, help="Alternating raw/ours runs per level (--router: runs per setup)."),
+        typer.Option(
+            min=1, help="Alternating raw/ours runs per level (--router: runs per gateway)."
+        ),
     ] = 3,
     max_tokens: Annotated[int, typer.Option(min=1, max=4096)] = 32,
     turns: Annotated[
@@ -257,26 +266,33 @@ def bench_inference(
     router: Annotated[
         bool,
         typer.Option(
-            help="Instead: chat workload on 1 worker without/with prefix cache and 2 workers "
-            "behind sglang-router (cache_aware, round_robin)."
+            help="Instead: chats whose retrieved posts change every turn, on 2 workers behind "
+            "smg and behind sglang-router 0.3.2 (if installed), side by side."
         ),
     ] = False,
     conversations: Annotated[
         int, typer.Option(min=1, max=256, help="With --router: conversations in flight.")
-    ] = 16,
-    chat_turns: Annotated[int, typer.Option(min=2, max=20, help="With --router: turns each.")] = 6,
+    ] = 8,
+    chat_turns: Annotated[int, typer.Option(min=2, max=20, help="With --router: turns each.")] = 4,
+    posts_per_turn: Annotated[
+        int, typer.Option(min=0, max=50, help="With --router: new feed posts in each turn.")
+    ] = 8,
+    worker_threads: Annotated[
+        int, typer.Option(min=1, max=64, help="With --router: torch threads per worker.")
+    ] = 1,
 ) -> None:
     """Time to first token, tokens/s at concurrency 1/8/32, client overhead, prefix reuse
-    (`--router`: cached share and TTFT of replicas behind sglang-router)."""
+    (`--router`: smg vs sglang-router, TTFT p50/p99, tokens/s, cached share from turn 2)."""
     if router:
-        _bench_module().main(
+        _bench_module("gateway").main(
             as_json=json_out,
-            router=True,
             conversations=conversations,
             turns=chat_turns,
             max_tokens=max_tokens,
             repeats=repeats,
+            posts_per_turn=posts_per_turn,
             model_path=model,
+            worker_threads=worker_threads,
         )
         return
     _bench_module().main(

@@ -121,11 +121,10 @@ async def open_engine(
         engine = OpenAIEngine(url, model=settings.model.name, api_key=key)
         try:
             await engine.start()
-        except EngineUnavailable as exc:
+        except EngineUnavailable:
+            # Its message already names the server and what to do, on one line.
             await engine.aclose()
-            raise EngineUnavailable(
-                f"{exc}\n(is the model server at {url} running? see `quipfeed serve-model --help`)"
-            ) from exc
+            raise
         return engine
     if local:
         from inference.local import LocalEngine

@@ -1,5 +1,5 @@
 """The load simulation measures the real pipeline, and the Grafana dashboard only asks for
-metrics the code (or the installed sglang-router) really exports."""
+metrics the code (or the installed smg gateway) really exports."""
 
 from __future__ import annotations
 
@@ -108,14 +108,14 @@ def test_every_quipfeed_metric_in_the_dashboard_is_exported_by_the_code() -> Non
 
 
 def test_every_router_metric_in_the_dashboard_exists_in_the_installed_router() -> None:
-    sglang_router = pytest.importorskip("sglang_router")
-    binaries = list(Path(sglang_router.__file__).parent.glob("*.so"))
+    smg = pytest.importorskip("smg")
+    binaries = list(Path(smg.__file__).parent.glob("*.so"))
     if not binaries:
-        pytest.skip("sglang-router's compiled router is not installed")
+        pytest.skip("smg's compiled gateway is not installed")
     blob = b"".join(b.read_bytes() for b in binaries)
     wanted = {m for m in _dashboard_metrics() if m.startswith("smg_")}
     assert wanted
     missing = [
         m for m in sorted(wanted) if _base(m).encode() not in blob and m.encode() not in blob
     ]
-    assert not missing, f"not in sglang-router: {missing}"
+    assert not missing, f"not in smg: {missing}"

@@ -74,6 +74,19 @@ def status(code: int, message: str = "nope", headers: dict[str, str] | None = No
     return act
 
 
+def json_reply(body: Any) -> Action:
+    async def act(writer: asyncio.StreamWriter) -> None:
+        data = json.dumps(body).encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+            + data
+        )
+        await writer.drain()
+
+    return act
+
+
 def stream(
     events: list[dict[str, Any]],
     *,
@@ -118,9 +131,13 @@ def stall() -> Action:
 
 @dataclass
 class FakeServer:
-    """Answers each POST with the next scripted action (the last one repeats)."""
+    """Answers each POST with the next scripted action (the last one repeats). GETs: `/health`
+    200; with `model` set, also the probes a gateway (smg) makes before it registers a worker,
+    answered as SGLang does (`/v1/models`, `/server_info`, `/model_info` and their `get_`
+    aliases); anything else 404."""
 
     actions: list[Action] = field(default_factory=list)
+    model: str | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
@@ -154,7 +171,7 @@ class FakeServer:
                 # e.g. sglang-router's HTTP/2 preface ("PRI *") while it detects the protocol.
                 return
             if method == "GET":
-                await status(200 if path == "/health" else 404)(writer)
+                await self._probe(path.partition("?")[0])(writer)
                 return
             self.requests.append(json.loads(body or b"{}"))
             action = self.actions[min(len(self.requests) - 1, len(self.actions) - 1)]
@@ -168,6 +185,20 @@ class FakeServer:
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
+
+    def _probe(self, path: str) -> Action:
+        if path == "/health":
+            return status(200)
+        if self.model is None:
+            return status(404)
+        if path == "/v1/models":
+            card = {"id": self.model, "object": "model", "created": 0, "owned_by": "sglang"}
+            return json_reply({"object": "list", "data": [card]})
+        if path in ("/server_info", "/get_server_info"):
+            return json_reply({"model_path": self.model, "context_length": 1024, "version": "0"})
+        if path in ("/model_info", "/get_model_info"):
+            return json_reply({"model_path": self.model, "is_generation": True})
+        return status(404)
 
     async def _watch(self, reader: asyncio.StreamReader) -> None:
         # The client sends nothing more; EOF means it closed the connection.

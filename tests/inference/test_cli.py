@@ -16,7 +16,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from inference.replicas import router_executable
 from quipfeed.cli_inference import register
 
 # Runs quipfeed's inference commands in a child process, registered as quipfeed's CLI does.
@@ -147,7 +146,7 @@ def test_serve_model_serves_over_http_in_a_real_process(tiny_model_path: Path) -
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(router_executable() is None, reason="sglang-router not installed")
+@pytest.mark.usefixtures("require_smg")
 def test_serve_model_with_workers_runs_them_behind_the_router_and_stops_them_all(
     tiny_model_path: Path,
 ) -> None:
@@ -186,7 +185,11 @@ def test_serve_model_with_workers_runs_them_behind_the_router_and_stops_them_all
         r = httpx.post(
             router + "/v1/chat/completions",
             timeout=60,
-            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+            json={
+                "model": "tiny-moe",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 3,
+            },
         )
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 3
         assert (
@@ -204,17 +207,39 @@ def test_serve_model_with_workers_runs_them_behind_the_router_and_stops_them_all
 
 
 def test_router_bench_counts_cached_share_and_ttft_from_turn_two_only() -> None:
-    from bench.inference import _summarise
+    from bench.gateway import Turn, summarise
 
     rows = [
-        (0, 1.0, 0, 100),  # turn 1: nothing cached yet, slow; left out of the figures
-        (1, 0.2, 90, 120),
-        (2, 0.4, 130, 140),
-        (1, 0.3, 0, 120),  # a miss (e.g. round robin) counts against the share
+        Turn(0, 0, 1.0, 0, 100, 10),  # turn 1: nothing cached yet, slow; left out of the figures
+        Turn(0, 1, 0.2, 90, 120, 10),
+        Turn(0, 2, 0.4, 130, 140, 10),
+        Turn(1, 1, 0.3, 0, 120, 10),  # a miss (e.g. the wrong worker) counts against the share
     ]
-    figures = _summarise(rows, [2.0, 4.0])
+    ceiling = {(0, 1): 100, (0, 2): 135, (1, 1): 100}  # what the layout made reusable
+    figures = summarise(rows, [2.0, 4.0], ceiling)
     assert figures["cached_share_from_turn_2"] == round(220 / 380, 3)
-    assert figures["ttft_ms_median_from_turn_2"] == 300.0
-    assert figures["ttft_ms_median_turn_1"] == 1000.0
-    assert figures["wall_s_median"] == 3.0
+    assert figures["layout_ceiling_from_turn_2"] == round(335 / 380, 3)
+    assert figures["cached_of_reusable"] == round(220 / 335, 3)
+    assert figures["ttft_ms_p50_from_turn_2"] == 300.0
+    assert figures["ttft_ms_p99_from_turn_2"] == 400.0
+    assert figures["ttft_ms_p50_turn_1"] == 1000.0
+    assert figures["tokens_per_s"] == round(40 / 6.0, 1)
     assert figures["requests"] == 4
+
+
+def test_the_layout_ceiling_is_the_previous_prompt_and_reply_as_a_prefix() -> None:
+    from bench.gateway import Turn, ceiling_tokens
+    from inference.messages import ChatMessage
+
+    def tokenize(messages: list[ChatMessage]) -> list[int]:
+        return [ord(ch) for m in messages for ch in f"<{m.role}>{m.content}"]
+
+    first = [ChatMessage(role="system", content="sys"), ChatMessage(role="user", content="q1")]
+    second = [*first, ChatMessage(role="assistant", content="a1")]
+    second.append(ChatMessage(role="user", content="posts q2"))
+    rows = [
+        Turn(0, 0, 0.1, 0, 0, 0, first, "a1"),
+        Turn(0, 1, 0.1, 0, 0, 0, second, "a2"),
+    ]
+    reused = len("<system>sys<user>q1<assistant>a1")
+    assert ceiling_tokens(rows, tokenize) == {(0, 1): reused}

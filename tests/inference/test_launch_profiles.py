@@ -8,7 +8,6 @@ import subprocess
 import pytest
 
 from inference.launch import load_profile, profile_names, router_command, server_command
-from inference.replicas import router_executable
 
 # Flags checked against SGLang's server_args.py (and the Grok-2 model card).
 KNOWN_SGLANG_FLAGS = {
@@ -56,15 +55,14 @@ def test_grok_2_profile_follows_the_model_card() -> None:
 def test_data_parallel_profile_puts_workers_behind_a_cache_aware_router() -> None:
     profile = load_profile("qwen3-30b-a3b-dp-router")
     argv = router_command(profile, ["http://a:1", "http://b:2"], port=30000)
-    assert argv[:2] == ["sglang-router", "launch"]
+    assert argv[:2] == ["smg", "launch"]
     assert argv[argv.index("--policy") + 1] == "cache_aware"
     assert "--tp-size" in server_command(profile)  # workers use the one-GPU profile
 
 
-@pytest.mark.skipif(router_executable() is None, reason="sglang-router not installed")
-def test_router_profile_uses_only_flags_the_installed_sglang_router_accepts() -> None:
+def test_router_profile_uses_only_flags_the_installed_smg_accepts(require_smg: list[str]) -> None:
     help_text = subprocess.run(
-        [router_executable() or "sglang-router", "launch", "--help"],
+        [*require_smg, "launch", "--help"],
         capture_output=True,
         text=True,
         timeout=60,

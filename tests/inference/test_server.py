@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
 
 import httpx
@@ -12,7 +10,7 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from inference.local import LocalEngine
-from inference.replicas import router_executable
+from inference.replicas import Router, RouterOptions, metric_value
 from inference.serve import ServerThread
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "news?"}]
@@ -93,57 +91,57 @@ def test_metrics_count_requests_and_tokens(tiny_server_url: str) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _chat_requests(url: str) -> float:
+    """This server's own count of answered chat requests (its app's registry, not the engine's:
+    the two servers below share one engine)."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return metric_value(text, "quipfeed_http_chat_requests_total", outcome="ok")
+
+
+def _the_one_that_served(urls: list[str], before: dict[str, float]) -> str:
+    # A streamed reply is counted when its generator ends, just after the client's last read.
+    deadline = time.monotonic() + 5
+    while True:
+        moved = [u for u in urls if _chat_requests(u) > before[u]]
+        if moved or time.monotonic() > deadline:
+            assert len(moved) == 1, moved
+            return moved[0]
+        time.sleep(0.05)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(router_executable() is None, reason="sglang-router not installed")
-def test_sglang_router_fronts_two_local_servers_with_cache_aware_routing(
+@pytest.mark.usefixtures("require_smg")
+def test_smg_sends_prompts_sharing_a_long_prefix_to_the_same_worker(
     tiny_engine: LocalEngine,
 ) -> None:
+    shared = "You are the feed's guide. " + "Posts say the storm passed the coast. " * 40
     with ServerThread(tiny_engine) as a, ServerThread(tiny_engine) as b:
-        port = _free_port()
-        router = subprocess.Popen(
-            [
-                router_executable() or "sglang-router",
-                "launch",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--worker-urls",
-                a.url,
-                b.url,
-                "--policy",
-                "cache_aware",
-                "--log-level",
-                "error",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        urls = [a.url, b.url]
+        router = Router(urls, options=RouterOptions(policy="cache_aware")).start()
         try:
-            url = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    if httpx.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.05)
-            client = OpenAI(base_url=url + "/v1", api_key="none", max_retries=2)
-            r = client.chat.completions.create(model="tiny-moe", messages=MESSAGES, max_tokens=4)
-            assert r.choices[0].finish_reason in {"stop", "length"}
-            stream = client.chat.completions.create(
-                model="tiny-moe",
-                messages=MESSAGES,
-                max_tokens=4,
-                stream=True,
-            )
-            assert any(c.choices and c.choices[0].finish_reason for c in stream)
+            client = OpenAI(base_url=router.url + "/v1", api_key="none", max_retries=0)
+            served: list[str] = []
+            for i in range(6):
+                before = {u: _chat_requests(u) for u in urls}
+                messages: list[ChatCompletionMessageParam] = [
+                    {"role": "system", "content": shared},
+                    {"role": "user", "content": f"question {i}: what now?"},
+                ]
+                if i % 2:  # streamed and whole replies alike
+                    chunks = list(
+                        client.chat.completions.create(
+                            model="tiny-moe", messages=messages, max_tokens=4, stream=True
+                        )
+                    )
+                    assert any(c.choices and c.choices[0].finish_reason for c in chunks)
+                else:
+                    r = client.chat.completions.create(
+                        model="tiny-moe", messages=messages, max_tokens=4
+                    )
+                    assert r.choices[0].finish_reason in {"stop", "length"}
+                served.append(_the_one_that_served(urls, before))
         finally:
-            router.terminate()
-            router.wait(10)
+            router.stop()
+    # The first request had no holder; every later one matched its prefix on that worker.
+    # (Round robin would alternate, random would split: both fail here.)
+    assert served == [served[0]] * 6, served

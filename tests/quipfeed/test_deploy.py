@@ -18,6 +18,16 @@ def listening_port(service: dict) -> int | None:
     return None
 
 
+def metrics_port(service: dict) -> int | None:
+    """Where a service serves /metrics: its `--prometheus-port` (the smg gateway, whose API port
+    serves none), else its `--port` (quipfeed's own services), else None (not ours to read)."""
+    command = service.get("command")
+    words = command.split() if isinstance(command, str) else list(command or [])
+    if "--prometheus-port" in words:
+        return int(words[words.index("--prometheus-port") + 1])
+    return listening_port(service)
+
+
 def test_every_prometheus_target_is_a_compose_service_on_its_port() -> None:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
@@ -34,9 +44,11 @@ def test_every_prometheus_target_is_a_compose_service_on_its_port() -> None:
             targets += [(name, int(dns["port"])) for name in dns["names"]]
     assert {host for host, _ in targets} <= set(services), "a target names no compose service"
     for host, port in targets:
-        expected = listening_port(services[host])
-        if expected is not None:  # quipfeed's own services say their port on the command line
+        expected = metrics_port(services[host])
+        if expected is not None:  # our services and the gateway say it on the command line
             assert port == expected, (host, port, expected)
+    # The gateway's metrics port is among them (its API port serves no /metrics).
+    assert ("smg", metrics_port(services["smg"])) in targets
     # Every quipfeed service that serves metrics is scraped.
     scraped = {host for host, _ in targets}
     for name, service in services.items():
