@@ -57,6 +57,7 @@ MIN_HALF_LIFE = timedelta(seconds=1)
 _MODES: tuple[Mode, ...] = ("hybrid", "dense", "sparse")
 # Re-ranking needs candidates beyond k: diversity drops duplicates and capped authors.
 OVERFETCH = 3
+MIN_RERANK_POOL = 30
 WIDEN_FACTORS = (4, 24)
 EVENT_CANDIDATES = 20
 FUTURE_SLACK = timedelta(days=1)
@@ -336,7 +337,9 @@ class Searcher:
         if opts.engagement_weight > 0:
             hits = boost(hits, opts.engagement_weight)
         if opts.diversity is not None:
-            hits = diversify(hits, k, parsed.text, opts.diversity, exempt_authors=request.authors)
+            # Diversity compares every pair it keeps: a few times k is plenty to fill k.
+            pool = hits[: max(OVERFETCH * k, MIN_RERANK_POOL)]
+            hits = diversify(pool, k, parsed.text, opts.diversity, exempt_authors=request.authors)
         return hits[:k], ranked.half_life, best
 
     def _event_search(self, text: str, since: datetime, as_of: datetime) -> list[Hit]:
