@@ -268,7 +268,7 @@ class Searcher:
         # Embedding is skipped for pure keyword search; the store ignores `dense` then.
         if mode == "sparse":
             return []
-        return self.embedder.embed([text])[0].astype(float).tolist()
+        return self.embedder.embed_queries([text])[0].astype(float).tolist()
 
     def _rank(
         self, request: StoreQuery, k: int, parsed: ParsedQuery, opts: SearchOptions
