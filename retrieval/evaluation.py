@@ -194,7 +194,7 @@ class _MemoEmbedder:
 
     def __init__(self, inner: Embedder) -> None:
         self.inner = inner
-        self.memo: dict[str, Vectors] = {}
+        self.memo: dict[tuple[bool, str], Vectors] = {}
 
     @property
     def dim(self) -> int:
@@ -204,12 +204,21 @@ class _MemoEmbedder:
     def name(self) -> str:
         return self.inner.name
 
-    def embed(self, texts: Sequence[str]) -> Vectors:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.memo]
+    def _rows(self, texts: Sequence[str], queries: bool) -> Vectors:
+        missing = [t for t in dict.fromkeys(texts) if (queries, t) not in self.memo]
         if missing:
-            for text, row in zip(missing, self.inner.embed(missing), strict=True):
-                self.memo[text] = row[None, :]
-        return np.concatenate([self.memo[t] for t in texts]) if texts else self.inner.embed([])
+            embed = self.inner.embed_queries if queries else self.inner.embed
+            for text, row in zip(missing, embed(missing), strict=True):
+                self.memo[(queries, text)] = row[None, :]
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate([self.memo[(queries, t)] for t in texts])
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        return self._rows(texts, False)
+
+    def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        return self._rows(texts, True)
 
 
 @dataclass
