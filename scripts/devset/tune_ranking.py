@@ -22,7 +22,7 @@ from pathlib import Path
 import platformdirs
 
 from retrieval.embedder import open_embedder
-from retrieval.evaluation import FULL_POSTS, FULL_QUERIES, evaluate
+from retrieval.evaluation import FULL_POSTS, FULL_QUERIES, default_variants, evaluate
 from retrieval.ranking import RankingOptions
 
 
@@ -62,8 +62,10 @@ def main() -> int:
     parser.add_argument("--queries", type=Path, default=FULL_QUERIES)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--json", type=Path, help="write the tune part's table here")
+    parser.add_argument("--kind", default="sentence-transformers", help="embedder kind")
+    parser.add_argument("--small", action="store_true", help="only the default's variants")
     args = parser.parse_args()
-    variants = grid()
+    variants = default_variants(RankingOptions()) if args.small else grid()
     cache = Path(platformdirs.user_cache_dir("quipfeed", appauthor=False)) / "eval-vectors"
     with tempfile.TemporaryDirectory() as work:
         result = evaluate(
@@ -80,6 +82,19 @@ def main() -> int:
         return 2
     dense = result["splits"]["tune"]["dense"]
     print(f"tune: {dense['queries']} queries; dense only nDCG@10 {dense['ndcg@10']:.4f}")
+    part = result["splits"]["tune"]
+    print(f"  default pipeline nDCG@10 {part['ndcg@10']:.4f}; stages:")
+    for name, row in part["ablation"].items():
+        print(f"    {name:<16} {row['ndcg@10']:.4f}  mrr {row['mrr']:.4f}")
+    for kind, row in part["by_kind"].items():
+        print(
+            f"    kind {kind:<12} default {row['default']['ndcg@10']:.3f} dense {row['dense']['ndcg@10']:.3f} ({row['dense']['queries']})"
+        )
+    for lang, row in part["by_language"].items():
+        print(
+            f"    lang {lang:<6} default {row['default']['ndcg@10']:.3f} dense {row['dense']['ndcg@10']:.3f} ({row['dense']['queries']})"
+        )
+    print(f"  unanswerable: {part['unanswerable']}")
     ranked = sorted(tune.items(), key=lambda kv: -kv[1]["ndcg@10"])
     for name, row in ranked[: args.top]:
         print(f"  {row['ndcg@10']:.4f}  mrr {row['mrr']:.4f}  {name}")
