@@ -15,15 +15,16 @@ import tempfile
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from bot.chat import Chat, ChatConfig, Delta, Done, Notice
-from bot.models import TurnResult
-from bot.persona import PersonaError, load_personas
-from bot.search import LocalSearch, PostSearch
-from quipfeed.runtime import NO_MODEL_CONFIGURED as NO_MODEL
+# The bot and its runtime load only when a command runs: `quipfeed --help` and the commands
+# of other parts must not pay for them.
+if TYPE_CHECKING:
+    from bot.chat import Chat, ChatConfig
+    from bot.models import TurnResult
+    from bot.search import PostSearch
 
 ModelUrl = Annotated[
     str | None, typer.Option("--model-url", help="OpenAI-compatible server (default: model.url).")
@@ -116,6 +117,8 @@ async def open_chat(
     """A `Chat` on the configured engine, search and Redis; `Refused` says what is missing."""
     import redis.asyncio as aioredis
 
+    from bot.chat import Chat
+    from bot.persona import PersonaError, load_personas
     from quipfeed.runtime import redis_url
 
     try:
@@ -144,6 +147,7 @@ def _persona_dirs(settings: Any, given: list[Path] | None) -> list[Path]:
 
 
 def _chat_config(since: str | None, max_tokens: int | None) -> ChatConfig:
+    from bot.chat import ChatConfig
     from quipfeed.durations import parse_span
 
     try:
@@ -168,6 +172,8 @@ def _print_result(result: TurnResult) -> None:
 
 
 async def _stream(events: AsyncIterator[Any], echo: bool) -> TurnResult:
+    from bot.chat import Delta, Done, Notice
+
     result: TurnResult | None = None
     async for event in events:
         if isinstance(event, Notice):
@@ -423,6 +429,7 @@ def eval_chat(
     """Grounding figures of the chat over a replayed feed: citation precision, cited claims,
     refusal when nothing matches, length, persona adherence (with --judge-url)."""
     import retrieval.devset
+    from quipfeed.runtime import NO_MODEL_CONFIGURED as NO_MODEL
 
     settings = _settings(config)
     devset = Path(retrieval.devset.__file__).parent
@@ -477,8 +484,11 @@ async def _run_eval(
 ) -> dict[str, Any]:
     import redis.asyncio as aioredis
 
+    from bot.chat import Chat, ChatConfig
     from bot.evaluation import evaluate_chat, load_questions
     from bot.limits import Limits
+    from bot.persona import load_personas
+    from bot.search import LocalSearch
     from quipfeed.embedded_redis import EmbeddedRedis
     from quipfeed.runtime import embedder_for
     from retrieval.edge_store import EdgeStore
@@ -536,4 +546,4 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     eval_app.command("chat")(eval_chat)
 
 
-__all__ = ["NO_MODEL", "open_chat", "open_engine", "open_search", "register"]
+__all__ = ["open_chat", "open_engine", "open_search", "register"]

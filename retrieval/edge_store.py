@@ -37,6 +37,21 @@ def edge_config(dim: int) -> q.EdgeConfig:
     )
 
 
+def stored_dim(path: Path) -> int | None:
+    """The dense vector width a shard at `path` was created with, None when there is no shard.
+    Read from the `edge_config.json` Qdrant Edge keeps beside it, so no embedding model has to
+    load for a command that only counts (`quipfeed stats`)."""
+    import json
+
+    try:
+        config = json.loads((Path(path) / "edge_config.json").read_text())
+        return int(config["vectors"][schema.DENSE]["size"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StoreUnavailable(f"cannot read the shard's configuration at {path}: {exc}") from exc
+
+
 class EdgeStore:
     """Posts in a Qdrant Edge shard at `path` (created if missing).
 
