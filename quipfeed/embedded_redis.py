@@ -7,11 +7,11 @@ data dir: two data dirs never share anything.
 
 Who keeps it running: every process that uses the server registers itself in `users/` under
 the server's folder; the last one to `release` it shuts it down. The server runs as the child
-of a small keeper process (this file run as a script, standard library only) that
-shuts it down, saving, once no registered user is alive any more: a `kill -9` of the daemon
-leaves the server running with every write it acknowledged for at most a second or two, and
-a restart within that time reuses it. The server dies with its keeper (Linux's parent-death
-signal), so no redis-server outlives both.
+of a small keeper process (this file run as a script, standard library only) that shuts it
+down, saving, once no registered user is alive any more. After a `kill -9` of the daemon the
+server keeps every write it acknowledged and goes within about a second (`KEEPER_POLL_S`); a
+restart before that reuses it. The server dies with its keeper (Linux's parent-death signal),
+so no redis-server outlives both.
 
 This module imports nothing beyond the standard library at the top: the keeper runs it, and
 commands that only stop the server should not pay for redis-py.
@@ -191,12 +191,17 @@ class EmbeddedRedis:
         answers on the socket; return its URL. Pair with `release` (or `stop`)."""
         with self._locked():
             self._register()
-            if self._ping() is None:
-                self._stop_stale()
-                self._start()
-                self.started_here = True
-            # A server that answers but is still loading its files is waited for, not replaced.
-            self._wait_ready(timeout)
+            try:
+                if self._ping() is None:
+                    self._stop_stale()
+                    self._start()
+                    self.started_here = True
+                # A server that answers but is still loading its files is waited for, not
+                # replaced.
+                self._wait_ready(timeout)
+            except BaseException:
+                self._unregister()
+                raise
             return self.url
 
     def release(self) -> None:
