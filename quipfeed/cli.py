@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -137,6 +136,8 @@ def ingest(
     listener = _listen(host or settings.ingest.host, port, "--port")
     show = progress_display.ProgressLine(enabled=(not as_json and sys.stderr.isatty()) or once)
     try:
+        import asyncio
+
         report = asyncio.run(
             run_ingest(
                 settings,
@@ -204,6 +205,8 @@ def up(
     ingest_listener = _listen(
         host, settings.ingest.port if ingest_port is None else ingest_port, "--ingest-port"
     )
+    import asyncio
+
     try:
         asyncio.run(
             run_up(
@@ -445,6 +448,8 @@ def bench_ingest(
         settings.ingest.batch_size = batch_size
     if sync_interval_ms is not None:
         settings.ingest.sync_interval_ms = sync_interval_ms
+    import asyncio
+
     result = asyncio.run(bench.run(settings, posts=posts, rate=rate))
     if stages:
         per_stage = _bench("ingest_stages")

@@ -7,7 +7,6 @@ local store, and Redis from `redis.url` or the embedded server.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import getpass
 import json
@@ -243,6 +242,8 @@ def ask(
             return await _stream(events, echo=not as_json)
 
     try:
+        import asyncio
+
         result = asyncio.run(go())
     except Refused as e:
         _fail(str(e))
@@ -269,6 +270,8 @@ CHAT_HELP = """commands:
 
 
 async def _repl(chat: Chat, who: str, persona: str | None, cid: str | None, as_of: Any) -> None:
+    import asyncio
+
     if cid is None:
         cid = (await chat.new_conversation(who, persona=persona)).id
     else:
@@ -403,6 +406,8 @@ def chat(
             await _repl(bot, who, persona, conversation, as_of)
 
     try:
+        import asyncio
+
         asyncio.run(go())
     except Refused as e:
         _fail(str(e))
@@ -441,6 +446,8 @@ def eval_chat(
     if not tiny and not (model_url or model_path or settings.model.url or settings.model.path):
         _fail(NO_MODEL + "\n(or --tiny for the plumbing check)")
     try:
+        import asyncio
+
         report = asyncio.run(
             _run_eval(
                 settings,
@@ -482,6 +489,8 @@ async def _run_eval(
     max_posts: int,
     max_tokens: int | None,
 ) -> dict[str, Any]:
+    import asyncio
+
     import redis.asyncio as aioredis
 
     from bot.chat import Chat, ChatConfig

@@ -13,7 +13,6 @@ The token is never printed or logged.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from pathlib import Path
@@ -195,6 +194,8 @@ def bot_discord(
 
     logs.configure(os.environ.get("QUIPFEED_LOG_LEVEL", "INFO"))
     try:
+        import asyncio
+
         asyncio.run(run_discord(settings, tiny=tiny, host=host, port=port))
     except typer.BadParameter as e:
         typer.secho(f"error: {e.message}", fg="red", err=True)

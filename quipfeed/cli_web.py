@@ -11,7 +11,6 @@ rate limits). Without a session secret one is generated once and kept in the dat
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import importlib.util
@@ -159,6 +158,8 @@ def web(
     try:
         # Bound before the model and the store load: a taken port fails at once.
         listener = listen(host or settings.web.host, settings.web.port if port is None else port)
+        import asyncio
+
         asyncio.run(serve(settings, listener, tiny=tiny))
     except KeyboardInterrupt:
         pass
