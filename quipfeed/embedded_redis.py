@@ -225,9 +225,9 @@ class EmbeddedRedis:
         )
         with contextlib.suppress(FileNotFoundError):
             (self.directory / "keeper.pid").unlink()
-        # Run as a script in isolated mode: the keeper needs only the standard library, not
-        # quipfeed on its path, whichever folder the starting process runs in.
-        command = [sys.executable, "-I", __file__, str(self.directory), redis_executable()]
+        # Run as a script, isolated and without site-packages: the keeper needs only the
+        # standard library (not quipfeed on its path), and starts in a few milliseconds.
+        command = [sys.executable, "-I", "-S", __file__, str(self.directory), redis_executable()]
         with open(self.directory / "keeper.log", "ab") as log:
             keeper = subprocess.Popen(
                 command,

@@ -105,9 +105,12 @@ def stored_dim(settings: Settings) -> int | None:
 
         key = settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else None
         return collection_dim(settings.qdrant.url, key, settings.qdrant.collection)
+    shard = settings.data_dir / "qdrant" / settings.qdrant.collection
+    if not shard.is_dir():
+        return None  # never created: nothing to load to learn that
     from retrieval.edge_store import stored_dim as shard_dim
 
-    return shard_dim(settings.data_dir / "qdrant" / settings.qdrant.collection)
+    return shard_dim(shard)
 
 
 NO_MODEL_CONFIGURED = (

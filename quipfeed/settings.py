@@ -136,7 +136,8 @@ class Settings(BaseSettings):
 class WebEnv(BaseSettings):
     """Web options from `QUIPFEED_WEB__…` (JSON for lists and maps)."""
 
-    model_config = SettingsConfigDict(env_prefix="QUIPFEED_WEB__", extra="ignore")
+    # Built on first use: only `web`, `up` and `bot discord` read them.
+    model_config = SettingsConfigDict(env_prefix="QUIPFEED_WEB__", extra="ignore", defer_build=True)
 
     allowed_origins: list[str] = Field(default_factory=lambda: ["*"])
     session_secret: str | None = None
@@ -153,7 +154,9 @@ class WebEnv(BaseSettings):
 class DiscordEnv(BaseSettings):
     """Discord options from `QUIPFEED_DISCORD__…` beyond the token."""
 
-    model_config = SettingsConfigDict(env_prefix="QUIPFEED_DISCORD__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="QUIPFEED_DISCORD__", extra="ignore", defer_build=True
+    )
 
     dev_guild_id: int | None = None
     allow_dms: bool = False

@@ -8,7 +8,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import qdrant_edge as q
 
 from retrieval import schema
@@ -126,11 +125,9 @@ class EdgeStore:
             return
         # An embedder's float32 matrix converts in one call (a list per row per float is ~35 µs
         # a point at 256 dims, a tenth of the indexer's budget per post).
-        rows = (
-            dense.tolist()
-            if isinstance(dense, np.ndarray)
-            else [[float(x) for x in vector] for vector in dense]
-        )
+        # (Duck-typed: numpy itself need not load for a process that only reads the store.)
+        to_list = getattr(dense, "tolist", None)
+        rows = to_list() if callable(to_list) else [[float(x) for x in vector] for vector in dense]
         points = []
         for post, vector in zip(posts, rows, strict=True):
             if len(vector) != self.dim:
