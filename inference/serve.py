@@ -62,10 +62,20 @@ class ServerThread:
 
 
 def run_server(
-    engine: Engine, *, host: str = "127.0.0.1", port: int = 30000, log_level: str = "info"
+    engine: Engine,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 30000,
+    log_level: str = "info",
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve `engine` in the foreground until interrupted (Ctrl-C)."""
-    uvicorn.run(create_app(engine), host=host, port=port, log_level=log_level)
+    """Serve `engine` in the foreground until interrupted (Ctrl-C), on `sock` when given (a
+    socket the caller bound before loading the model, so a taken port fails early), else on
+    `host:port`."""
+    if sock is None:
+        uvicorn.run(create_app(engine), host=host, port=port, log_level=log_level)
+        return
+    uvicorn.Server(uvicorn.Config(create_app(engine), log_level=log_level)).run(sockets=[sock])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,6 +32,11 @@ return n
 """
 
 
+def trend_prefix(stream: str) -> str:
+    """Where the trend counters of a bus live (next to its stream)."""
+    return f"{stream}:trend"
+
+
 @dataclass(frozen=True)
 class BusEntry:
     """A change read from the bus, with its stream id and when it arrived (epoch ms)."""

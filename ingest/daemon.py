@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from ingest.bus import Bus
+from ingest.bus import Bus, trend_prefix
 from ingest.changes import Change
 from ingest.indexer import Indexer, IndexerConfig
 from ingest.metrics import IngestMetrics
@@ -34,11 +34,6 @@ FEED_CHANGES_KEY = "quipfeed:feeds:changes"
 PUBLISH_BATCH = 256
 SOURCE_QUEUE = 2048
 RETENTION_EVERY_S = 600.0
-
-
-def trend_prefix(stream: str) -> str:
-    """Where the trend counters of a bus live (next to its stream)."""
-    return f"{stream}:trend"
 
 
 @dataclass

@@ -17,23 +17,12 @@ from fastapi.responses import JSONResponse, Response
 from ingest.daemon import Daemon
 from ingest.stats import collect_stats
 from retrieval.search import Searcher
-from retrieval.store import Hit, StoreUnavailable
+from retrieval.store import StoreUnavailable, hit_json
+
+__all__ = ["STORE_PROBE_S", "build_app", "hit_json"]
 
 # How long /healthz waits for the store to answer a count before calling it down.
 STORE_PROBE_S = 2.0
-
-
-def hit_json(hit: Hit) -> dict[str, Any]:
-    return {
-        "id": hit.post.id,
-        "score": hit.score,
-        "why": hit.why,
-        "post": hit.post.model_dump(mode="json", exclude={"raw"}, exclude_none=True),
-        # The posts this one replies to or quotes (thread context), when indexed.
-        "context": [
-            p.model_dump(mode="json", exclude={"raw"}, exclude_none=True) for p in hit.context
-        ],
-    }
 
 
 def build_app(daemon: Daemon, searcher: Searcher) -> FastAPI:

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
+import socket
 import sys
 import warnings
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from quipfeed import cli_bot, cli_discord, cli_inference, cli_web
 from quipfeed.durations import parse_instant, parse_span
-from quipfeed.progress import StageProgress
-from quipfeed.settings import Settings, load_settings
+
+# Nothing heavy at the top of the CLI (settings, Redis, the store, web or model libraries):
+# each command imports what it uses, so `--help` and the everyday commands start fast.
+if TYPE_CHECKING:
+    from quipfeed.settings import Settings
 
 # Before any model library is imported: no hub traffic, no progress bars or chatter from
 # model loading in a product's output (our own progress display says what is going on).
@@ -55,6 +58,8 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def settings_from(config: Path | None) -> Settings:
     from pydantic import ValidationError
+
+    from quipfeed.settings import load_settings
 
     try:
         settings = load_settings(config)
@@ -122,15 +127,23 @@ def ingest(
             + ", ".join(s.spec for s in sources if not s.finite)
             + " never do"
         )
+    if port is None:
+        # A one-shot run needs no fixed port (daemon.json says which it got), unless the
+        # settings name one: then two runs side by side never collide.
+        port = (
+            0 if once and "port" not in settings.ingest.model_fields_set else settings.ingest.port
+        )
+    listener = _listen(host or settings.ingest.host, port, "--port")
     show = progress_display.ProgressLine(enabled=(not as_json and sys.stderr.isatty()) or once)
     try:
+        import asyncio
+
         report = asyncio.run(
             run_ingest(
                 settings,
                 sources,
                 once=once,
-                host=host or settings.ingest.host,
-                port=settings.ingest.port if port is None else port,
+                listener=listener,
                 on_progress=show.update if not as_json else None,
             )
         )
@@ -148,6 +161,16 @@ def ingest(
         f"indexed {p['indexed']} posts from {p['events']} events; "
         f"{p['dead']} dead letters; bus lag {p['lag']}",
     )
+
+
+def _listen(host: str, port: int, flag: str) -> socket.socket:
+    """The serving socket, opened before anything slow loads; a taken port is one line."""
+    from quipfeed.ports import PortUnavailable, listen
+
+    try:
+        return listen(host, port, flag)
+    except PortUnavailable as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -177,14 +200,20 @@ def up(
         sources = open_sources(specs, 0.0)
     except (SourceSpecError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+    host = host or settings.web.host
+    web_listener = _listen(host, settings.web.port if port is None else port, "--port")
+    ingest_listener = _listen(
+        host, settings.ingest.port if ingest_port is None else ingest_port, "--ingest-port"
+    )
+    import asyncio
+
     try:
         asyncio.run(
             run_up(
                 settings,
                 sources,
-                host=host or settings.web.host,
-                port=settings.web.port if port is None else port,
-                ingest_port=settings.ingest.port if ingest_port is None else ingest_port,
+                web_listener=web_listener,
+                ingest_listener=ingest_listener,
                 tiny=tiny,
             )
         )
@@ -327,6 +356,7 @@ def eval_retrieval(
 
     import platformdirs
 
+    from quipfeed.progress import StageProgress
     from quipfeed.runtime import embedder_for
     from retrieval.eval_report import render
     from retrieval.evaluation import evaluate, pick_devset
@@ -471,11 +501,28 @@ def bench_ingest(
         settings.ingest.batch_size = batch_size
     if sync_interval_ms is not None:
         settings.ingest.sync_interval_ms = sync_interval_ms
+    import asyncio
+
     result = asyncio.run(bench.run(settings, posts=posts, rate=rate))
     if stages:
         per_stage = _bench("ingest_stages")
         result["stages"] = asyncio.run(per_stage.run(posts, settings.ingest.batch_size))
     emit(result, as_json, "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+@bench_app.command("cli")
+def bench_cli(
+    runs: Annotated[int, typer.Option(min=1, max=100, help="Runs of each command.")] = 5,
+    search: Annotated[
+        bool, typer.Option(help="Also time stats and search on a data dir with posts.")
+    ] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Everyday commands as whole processes: --help, stats, trending, dead letters, search with
+    the model cold, stopping the embedded Redis (min/median/max seconds, against the goals)."""
+    bench = _bench("cli")
+    result = bench.run(runs, search=search)
+    emit(result, as_json, bench.human(result))
 
 
 # Each part's commands live beside its composition code; this file only lists them.

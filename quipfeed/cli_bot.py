@@ -7,7 +7,6 @@ local store, and Redis from `redis.url` or the embedded server.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import getpass
 import json
@@ -15,15 +14,16 @@ import tempfile
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from bot.chat import Chat, ChatConfig, Delta, Done, Notice
-from bot.models import TurnResult
-from bot.persona import PersonaError, load_personas
-from bot.search import LocalSearch, PostSearch
-from quipfeed.runtime import NO_MODEL_CONFIGURED as NO_MODEL
+# The bot and its runtime load only when a command runs: `quipfeed --help` and the commands
+# of other parts must not pay for them.
+if TYPE_CHECKING:
+    from bot.chat import Chat, ChatConfig
+    from bot.models import TurnResult
+    from bot.search import PostSearch
 
 ModelUrl = Annotated[
     str | None, typer.Option("--model-url", help="OpenAI-compatible server (default: model.url).")
@@ -116,6 +116,8 @@ async def open_chat(
     """A `Chat` on the configured engine, search and Redis; `Refused` says what is missing."""
     import redis.asyncio as aioredis
 
+    from bot.chat import Chat
+    from bot.persona import PersonaError, load_personas
     from quipfeed.runtime import redis_url
 
     try:
@@ -144,6 +146,7 @@ def _persona_dirs(settings: Any, given: list[Path] | None) -> list[Path]:
 
 
 def _chat_config(since: str | None, max_tokens: int | None) -> ChatConfig:
+    from bot.chat import ChatConfig
     from quipfeed.durations import parse_span
 
     try:
@@ -168,6 +171,8 @@ def _print_result(result: TurnResult) -> None:
 
 
 async def _stream(events: AsyncIterator[Any], echo: bool) -> TurnResult:
+    from bot.chat import Delta, Done, Notice
+
     result: TurnResult | None = None
     async for event in events:
         if isinstance(event, Notice):
@@ -237,6 +242,8 @@ def ask(
             return await _stream(events, echo=not as_json)
 
     try:
+        import asyncio
+
         result = asyncio.run(go())
     except Refused as e:
         _fail(str(e))
@@ -263,6 +270,8 @@ CHAT_HELP = """commands:
 
 
 async def _repl(chat: Chat, who: str, persona: str | None, cid: str | None, as_of: Any) -> None:
+    import asyncio
+
     if cid is None:
         cid = (await chat.new_conversation(who, persona=persona)).id
     else:
@@ -397,6 +406,8 @@ def chat(
             await _repl(bot, who, persona, conversation, as_of)
 
     try:
+        import asyncio
+
         asyncio.run(go())
     except Refused as e:
         _fail(str(e))
@@ -423,6 +434,7 @@ def eval_chat(
     """Grounding figures of the chat over a replayed feed: citation precision, cited claims,
     refusal when nothing matches, length, persona adherence (with --judge-url)."""
     import retrieval.devset
+    from quipfeed.runtime import NO_MODEL_CONFIGURED as NO_MODEL
 
     settings = _settings(config)
     devset = Path(retrieval.devset.__file__).parent
@@ -434,6 +446,8 @@ def eval_chat(
     if not tiny and not (model_url or model_path or settings.model.url or settings.model.path):
         _fail(NO_MODEL + "\n(or --tiny for the plumbing check)")
     try:
+        import asyncio
+
         report = asyncio.run(
             _run_eval(
                 settings,
@@ -475,10 +489,15 @@ async def _run_eval(
     max_posts: int,
     max_tokens: int | None,
 ) -> dict[str, Any]:
+    import asyncio
+
     import redis.asyncio as aioredis
 
+    from bot.chat import Chat, ChatConfig
     from bot.evaluation import evaluate_chat, load_questions
     from bot.limits import Limits
+    from bot.persona import load_personas
+    from bot.search import LocalSearch
     from quipfeed.embedded_redis import EmbeddedRedis
     from quipfeed.runtime import embedder_for
     from retrieval.edge_store import EdgeStore
@@ -536,4 +555,4 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     eval_app.command("chat")(eval_chat)
 
 
-__all__ = ["NO_MODEL", "open_chat", "open_engine", "open_search", "register"]
+__all__ = ["open_chat", "open_engine", "open_search", "register"]

@@ -13,38 +13,23 @@ The token is never printed or logged.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from quipfeed.settings import Settings, load_settings
+# Settings (pydantic) load when the command runs, not with `quipfeed --help`.
+if TYPE_CHECKING:
+    from quipfeed.settings import DiscordEnv, Settings
 
 log = logging.getLogger(__name__)
 
 
-class DiscordEnv(BaseSettings):
-    """Discord options from `QUIPFEED_DISCORD__…` beyond the token."""
-
-    model_config = SettingsConfigDict(env_prefix="QUIPFEED_DISCORD__", extra="ignore")
-
-    dev_guild_id: int | None = None
-    allow_dms: bool = False
-    cooldown_s: float = Field(default=5.0, ge=0)
-    edit_interval_s: float = Field(default=1.2, ge=0)
-    jetstream_url: str | None = None
-    feed_guild_ids: list[int] | None = None
-    host: str = "127.0.0.1"
-    port: int | None = Field(default=None, ge=0, le=65535)
-
-
 def discord_options(env: DiscordEnv | None = None) -> Any:
     from bot.discord.options import DiscordOptions
+    from quipfeed.settings import DiscordEnv
 
     env = env or DiscordEnv()
     values: dict[str, Any] = {
@@ -95,6 +80,7 @@ async def run_discord_bot(
 
     from bot.discord import DiscordState, FeedRegistry, QuipBot, Turns
     from bot.discord.health import HealthServer
+    from quipfeed.settings import DiscordEnv
 
     token = _token(settings)
     from ingest.daemon import trend_prefix
@@ -118,7 +104,10 @@ async def run_discord_bot(
             async with bot:
                 await bot.start(token)
     except OSError as e:  # the health port is taken or not bindable
-        raise typer.BadParameter(f"cannot serve /healthz and /metrics: {e}") from None
+        raise typer.BadParameter(
+            f"cannot serve /healthz and /metrics on port {port}: {e.strerror or e}; "
+            "pick a free port with --port"
+        ) from None
     except discord.LoginFailure:
         raise typer.BadParameter(
             "Discord rejected the token (QUIPFEED_DISCORD__TOKEN); copy it again from "
@@ -183,15 +172,30 @@ def bot_discord(
     ] = None,
 ) -> None:
     """Run the Discord bot (token from QUIPFEED_DISCORD__TOKEN)."""
+    from quipfeed.settings import DiscordEnv, load_settings
+
     try:
         settings = load_settings(config)
     except (FileNotFoundError, ValueError) as e:
         typer.secho(f"error: bad settings: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
     from quipfeed import logs
+    from quipfeed.ports import PortUnavailable, listen
+
+    env = DiscordEnv()
+    if port is not None or env.port is not None:
+        # Checked before the model loads and the bot connects: a taken port fails at once.
+        health_host, health_port = host or env.host, port if port is not None else env.port
+        try:
+            listen(health_host, health_port or 0).close()
+        except PortUnavailable as e:
+            typer.secho(f"error: {e}", fg="red", err=True)
+            raise typer.Exit(2) from None
 
     logs.configure(os.environ.get("QUIPFEED_LOG_LEVEL", "INFO"))
     try:
+        import asyncio
+
         asyncio.run(run_discord(settings, tiny=tiny, host=host, port=port))
     except typer.BadParameter as e:
         typer.secho(f"error: {e.message}", fg="red", err=True)

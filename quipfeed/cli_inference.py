@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import socket
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -100,19 +101,85 @@ def serve_model(
             "policy must be cache_aware, round_robin, random or power_of_two", param_hint="--policy"
         )
 
+    # One process: its port is bound now, before a model is built or loaded, so a taken port
+    # fails at once. (With --workers the router and workers bind their own; see `_serve`.)
+    listener = _listen_or_exit(host, port, "--port") if workers == 0 else None
     if tiny:
         import tempfile
 
         from inference.tiny_model import build_tiny_moe
 
-        model = str(build_tiny_moe(Path(tempfile.mkdtemp(prefix="quipfeed-tiny-")) / "tiny-moe"))
+        # The tiny model's files live no longer than the server needs them: one process removes
+        # them once the model is loaded (SIGTERM then leaves nothing behind), workers when the
+        # supervisor stops.
+        with tempfile.TemporaryDirectory(
+            prefix="quipfeed-tiny-", ignore_cleanup_errors=True
+        ) as tmp:
+            folder = str(build_tiny_moe(Path(tmp) / "tiny-moe"))
+            _serve(
+                folder,
+                listener,
+                host,
+                port,
+                device,
+                max_batch_size,
+                prefix_cache_tokens,
+                workers,
+                policy,
+                router_metrics_port,
+                discard=Path(tmp),
+            )
+        return
     assert model is not None
     if Path(model).exists() and not (Path(model) / "config.json").is_file():
         typer.echo(
             f"error: {model} has no config.json; is it a transformers model folder?", err=True
         )
         raise typer.Exit(1)
-    if workers > 0:
+    _serve(
+        model,
+        listener,
+        host,
+        port,
+        device,
+        max_batch_size,
+        prefix_cache_tokens,
+        workers,
+        policy,
+        router_metrics_port,
+    )
+
+
+def _listen_or_exit(host: str, port: int, flag: str) -> socket.socket:
+    from quipfeed.ports import PortUnavailable, listen
+
+    try:
+        return listen(host, port, flag)
+    except PortUnavailable as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def _serve(
+    model: str,
+    listener: socket.socket | None,
+    host: str,
+    port: int,
+    device: str,
+    max_batch_size: int,
+    prefix_cache_tokens: int,
+    workers: int,
+    policy: str,
+    router_metrics_port: int,
+    discard: Path | None = None,
+) -> None:
+    """Serve `model`; `discard` is a folder (the tiny model's) to remove once it is loaded."""
+    if listener is None:
+        # The router and workers bind their own ports; check them now, before anything starts.
+        ports = [(port, "--port"), (router_metrics_port, "--router-metrics-port")]
+        ports += [(port + 1 + i, "--port (workers use the ports after it)") for i in range(workers)]
+        for number, flag in ports:
+            _listen_or_exit(host, number, flag).close()
         _serve_replicas(
             model,
             workers,
@@ -138,10 +205,17 @@ def serve_model(
             prefix_cache_tokens=prefix_cache_tokens,
         )
     except EngineUnavailable as e:
+        listener.close()
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
+    if discard is not None:
+        import shutil
+
+        shutil.rmtree(discard, ignore_errors=True)
+    from quipfeed.ports import port_of
+
     typer.echo(
-        f"serving {engine.model_name} on http://{host}:{port}/v1 "
+        f"serving {engine.model_name} on http://{host}:{port_of(listener)}/v1 "
         f"(context {engine.context_window}, batch {max_batch_size})",
         err=True,
     )
@@ -150,7 +224,7 @@ def serve_model(
     # One `chat completion` line per request, with the caller's X-Request-ID.
     logs.configure(os.environ.get("QUIPFEED_LOG_LEVEL", "INFO"))
     try:
-        run_server(engine, host=host, port=port)
+        run_server(engine, host=host, port=port, sock=listener)
     finally:
         engine.close()
 

@@ -11,40 +11,23 @@ rate limits). Without a session secret one is generated once and kept in the dat
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import importlib.util
 import os
 import secrets
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from quipfeed.settings import Settings, load_settings
-
-
-class WebEnv(BaseSettings):
-    """Web options from `QUIPFEED_WEB__…` (JSON for lists and maps)."""
-
-    model_config = SettingsConfigDict(env_prefix="QUIPFEED_WEB__", extra="ignore")
-
-    allowed_origins: list[str] = Field(default_factory=lambda: ["*"])
-    session_secret: str | None = None
-    api_keys: dict[str, str] = Field(default_factory=dict)
-    requests_per_minute_ip: float = 600
-    requests_per_minute_session: float = 240
-    turns_per_minute_session: float = 20
-    sessions_per_minute_ip: float = 30
-    max_body_bytes: int = 64_000
-    trust_forwarded_for: bool = False
-    trending_window_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
+# Settings (pydantic) load when the command runs, not with `quipfeed --help`.
+if TYPE_CHECKING:
+    from quipfeed.settings import Settings, WebEnv
 
 
 def session_secret(settings: Settings, env: WebEnv) -> str:
@@ -65,6 +48,7 @@ def session_secret(settings: Settings, env: WebEnv) -> str:
 
 def web_options(settings: Settings) -> Any:
     from bot.web.options import WebOptions
+    from quipfeed.settings import WebEnv
 
     env = WebEnv()
     return WebOptions(
@@ -109,6 +93,7 @@ async def web_app(
     from ingest.daemon import trend_prefix
     from quipfeed.cli_bot import open_search
     from quipfeed.runtime import redis_url
+    from quipfeed.settings import WebEnv
     from retrieval.trending import TrendCounter
 
     engine = await open_engine(settings, tiny)
@@ -134,19 +119,20 @@ async def web_app(
         await engine.aclose()
 
 
-async def serve(settings: Settings, host: str, port: int, *, tiny: bool) -> None:
+async def serve(settings: Settings, listener: socket.socket, *, tiny: bool) -> None:
     import uvicorn
 
+    from quipfeed.runtime import url_of
+
     async with web_app(settings, tiny=tiny) as app:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning")
-        server = uvicorn.Server(config)
-        typer.echo(f"quipfeed web on http://{host}:{port}/ (API docs at /docs)", err=True)
-        await server.serve()
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        typer.echo(f"quipfeed web on {url_of(listener)}/ (API docs at /docs)", err=True)
+        await server.serve(sockets=[listener])
 
 
 def web(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8080; 0: any free one).")] = None,
     tiny: Annotated[
         bool, typer.Option(help="Answer with a tiny random model (a plumbing demo, gibberish).")
     ] = False,
@@ -155,6 +141,8 @@ def web(
     ] = None,
 ) -> None:
     """Serve the chat API, the embeddable widget (/widget.js) and a demo page (/)."""
+    from quipfeed.settings import load_settings
+
     try:
         settings = load_settings(config)
     except (FileNotFoundError, ValueError) as e:
@@ -162,17 +150,20 @@ def web(
         raise typer.Exit(2) from None
     from quipfeed import logs
     from quipfeed.cli_bot import Refused
+    from quipfeed.ports import PortUnavailable, listen
 
     # INFO by default: one `turn` and one `search` line per answer, each with its request id.
     logs.configure(os.environ.get("QUIPFEED_LOG_LEVEL", "INFO"))
 
     try:
-        asyncio.run(
-            serve(settings, host or settings.web.host, port or settings.web.port, tiny=tiny)
-        )
+        # Bound before the model and the store load: a taken port fails at once.
+        listener = listen(host or settings.web.host, settings.web.port if port is None else port)
+        import asyncio
+
+        asyncio.run(serve(settings, listener, tiny=tiny))
     except KeyboardInterrupt:
         pass
-    except Refused as e:  # no store, no daemon, …: the message says what to change
+    except (Refused, PortUnavailable) as e:  # no store, no daemon, …: the message says what to do
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
 

@@ -15,32 +15,30 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-import redis.asyncio as aioredis
-import uvicorn
-
-from inference.request_id import RequestIdMiddleware
-from ingest.bus import Bus
-from ingest.daemon import Daemon, DaemonConfig, Progress
-from ingest.http_api import build_app
-from ingest.sources import Source, SourceSpecError
-from ingest.sources.spec import open_source
+import retrieval.devset
 from quipfeed.embedded_redis import EmbeddedRedis
-from quipfeed.settings import Settings
-from retrieval.embedder import Embedder, open_embedder
-from retrieval.evaluation import DEVSET_POSTS
-from retrieval.search import Searcher
-from retrieval.store import PostStore
+
+# Each part loads when a command uses it: `quipfeed --help`, `stats` or `trending` must not pay
+# for the web stack, the model libraries or the daemon they do not run.
+if TYPE_CHECKING:
+    from ingest.bus import Bus
+    from ingest.daemon import DaemonConfig, Progress
+    from ingest.sources import Source
+    from quipfeed.settings import Settings
+    from retrieval.embedder import Embedder
+    from retrieval.store import PostStore
+
 
 # The attributed sample bundled with quipfeed (real MIT-licensed posts; see its README).
-SAMPLE_FEED = DEVSET_POSTS
+SAMPLE_FEED = Path(retrieval.devset.__file__).parent / "posts.jsonl"
 
 
 @contextlib.contextmanager
 def redis_url(settings: Settings) -> Iterator[str]:
-    """The Redis to use; an embedded one started here is shut down (saved) on exit."""
+    """The Redis to use. The embedded one is shared by the processes of one data dir; the last
+    of them to finish shuts it down (saved)."""
     if settings.redis.url:
         yield settings.redis.url
         return
@@ -49,17 +47,37 @@ def redis_url(settings: Settings) -> Iterator[str]:
     try:
         yield url
     finally:
-        if embedded.started_here:
-            embedded.stop()
+        embedded.release()
 
 
 def open_bus(settings: Settings, url: str) -> Bus:
+    import redis.asyncio as aioredis
+
+    from ingest.bus import Bus
+
     return Bus(aioredis.from_url(url), settings.redis.stream, settings.redis.group)
 
 
 def embedder_for(settings: Settings) -> Embedder:
+    from retrieval.embedder import open_embedder
+
     e = settings.embedder
     return open_embedder(
+        kind=e.kind,
+        model=e.model,
+        quantize=e.quantize,
+        cache_dir=settings.data_dir / "embedders",
+        batch_size=e.batch_size,
+    )
+
+
+def query_embedder_for(settings: Settings) -> Embedder:
+    """The embedder for a query in a process that has none loaded (`quipfeed search`): the
+    same vectors as `embedder_for`'s, without loading torch where that can be done."""
+    from retrieval.embedder import open_query_embedder
+
+    e = settings.embedder
+    return open_query_embedder(
         kind=e.kind,
         model=e.model,
         quantize=e.quantize,
@@ -77,6 +95,22 @@ def open_store(settings: Settings, dim: int) -> PostStore:
     from retrieval.edge_store import EdgeStore
 
     return EdgeStore(settings.data_dir / "qdrant" / settings.qdrant.collection, dim)
+
+
+def stored_dim(settings: Settings) -> int | None:
+    """The vector width the configured store was created with; None when it holds nothing yet
+    (no shard, no collection). Commands that only read open the store with it, no model."""
+    if settings.qdrant.url:
+        from retrieval.server_store import stored_dim as collection_dim
+
+        key = settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else None
+        return collection_dim(settings.qdrant.url, key, settings.qdrant.collection)
+    shard = settings.data_dir / "qdrant" / settings.qdrant.collection
+    if not shard.is_dir():
+        return None  # never created: nothing to load to learn that
+    from retrieval.edge_store import stored_dim as shard_dim
+
+    return shard_dim(shard)
 
 
 NO_MODEL_CONFIGURED = (
@@ -111,9 +145,11 @@ async def open_engine(
         from inference.local import LocalEngine
         from inference.tiny_model import build_tiny_moe
 
-        folder = Path(tempfile.mkdtemp(prefix="quipfeed-tiny-")) / "tiny-moe"
-        await asyncio.to_thread(build_tiny_moe, folder, context_window=8192)
-        return await LocalEngine.aload(folder, device="cpu", prefix_cache_tokens=16_384)
+        # Loaded into memory, the model needs its folder no more: nothing stays in the temp dir.
+        with tempfile.TemporaryDirectory(prefix="quipfeed-tiny-") as tmp:
+            folder = Path(tmp) / "tiny-moe"
+            await asyncio.to_thread(build_tiny_moe, folder, context_window=8192)
+            return await LocalEngine.aload(folder, device="cpu", prefix_cache_tokens=16_384)
     if url:
         from inference.openai_engine import OpenAIEngine
 
@@ -151,6 +187,9 @@ def resolve_spec(spec: str) -> str:
 
 
 def open_sources(specs: list[str], speed: float) -> list[Source]:
+    from ingest.sources import SourceSpecError
+    from ingest.sources.spec import open_source
+
     sources = []
     for spec in specs:
         resolved = resolve_spec(spec)
@@ -186,6 +225,8 @@ class DaemonFile:
             os.kill(int(info["pid"]), 0)
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        import httpx
+
         try:
             httpx.get(f"{info['url']}/healthz", timeout=2.0)
         except httpx.HTTPError:
@@ -194,6 +235,8 @@ class DaemonFile:
 
 
 def daemon_config(settings: Settings) -> DaemonConfig:
+    from ingest.daemon import DaemonConfig
+
     retention = settings.ingest.retention_days
     return DaemonConfig(
         workers=settings.ingest.workers,
@@ -206,25 +249,21 @@ def daemon_config(settings: Settings) -> DaemonConfig:
     )
 
 
-def bound_port(host: str, port: int) -> int:
-    """`port` itself, or a free one when it is 0."""
-    if port:
-        return port
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 async def run_ingest(
     settings: Settings,
     sources: list[Source],
     *,
     once: bool,
-    host: str,
-    port: int,
+    listener: socket.socket,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the ingest daemon until Ctrl-C / SIGTERM (or, with `once`, until done)."""
+    """Run the ingest daemon until Ctrl-C / SIGTERM (or, with `once`, until done), serving its
+    HTTP side on `listener` (from `quipfeed.ports.listen`, opened before the model loads)."""
+    from inference.request_id import RequestIdMiddleware
+    from ingest.daemon import Daemon
+    from ingest.http_api import build_app
+    from retrieval.search import Searcher
+
     embedder = await asyncio.to_thread(embedder_for, settings)
     store = open_store(settings, embedder.dim)
     daemon_file = DaemonFile(settings)
@@ -236,11 +275,10 @@ async def run_ingest(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            port = bound_port(host, port)
             app = build_app(daemon, Searcher(store, embedder))
             app.add_middleware(RequestIdMiddleware)  # a turn's id, sent by RemoteSearch
-            async with serve_app(app, host, port):
-                daemon_file.write(f"http://{host}:{port}")
+            async with serve_app(app, listener):
+                daemon_file.write(url_of(listener))
                 await daemon.run(stop, once=once, on_progress=on_progress, follow_feeds=not once)
             report = {"sources": {s: st.__dict__ for s, st in daemon.states.items()}}
             report["progress"] = (await daemon.progress()).__dict__
@@ -251,25 +289,30 @@ async def run_ingest(
         store.close()
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the daemon's handlers decide when to stop,
-    so Ctrl-C stops the sources and drains the indexers before the HTTP side goes."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+def url_of(listener: socket.socket) -> str:
+    host, port = listener.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: Any, host: str, port: int) -> AsyncIterator[None]:
-    server = _QuietServer(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
+async def serve_app(app: Any, listener: socket.socket) -> AsyncIterator[None]:
+    """Serve `app` on `listener` for the duration of the block."""
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn without its own signal handling: the daemon's handlers decide when to stop,
+        so Ctrl-C stops the sources and drains the indexers before the HTTP side goes."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    server = QuietServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[listener]))
     while not server.started:
         if task.done():
-            task.result()  # raises why it could not start (port taken, …)
-            raise RuntimeError(f"HTTP server on {host}:{port} stopped at start")
+            task.result()  # raises why it could not start
+            raise RuntimeError(f"HTTP server on {url_of(listener)} stopped at start")
         await asyncio.sleep(0.02)
     try:
         yield

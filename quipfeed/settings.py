@@ -139,6 +139,45 @@ class Settings(BaseSettings):
         )
 
 
+# Options the tree does not hold yet, read from the environment under the names they would have
+# there (JSON for lists and maps).
+
+
+class WebEnv(BaseSettings):
+    """Web options from `QUIPFEED_WEB__…` (JSON for lists and maps)."""
+
+    # Built on first use: only `web`, `up` and `bot discord` read them.
+    model_config = SettingsConfigDict(env_prefix="QUIPFEED_WEB__", extra="ignore", defer_build=True)
+
+    allowed_origins: list[str] = Field(default_factory=lambda: ["*"])
+    session_secret: str | None = None
+    api_keys: dict[str, str] = Field(default_factory=dict)
+    requests_per_minute_ip: float = 600
+    requests_per_minute_session: float = 240
+    turns_per_minute_session: float = 20
+    sessions_per_minute_ip: float = 30
+    max_body_bytes: int = 64_000
+    trust_forwarded_for: bool = False
+    trending_window_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
+
+
+class DiscordEnv(BaseSettings):
+    """Discord options from `QUIPFEED_DISCORD__…` beyond the token."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="QUIPFEED_DISCORD__", extra="ignore", defer_build=True
+    )
+
+    dev_guild_id: int | None = None
+    allow_dms: bool = False
+    cooldown_s: float = Field(default=5.0, ge=0)
+    edit_interval_s: float = Field(default=1.2, ge=0)
+    jetstream_url: str | None = None
+    feed_guild_ids: list[int] | None = None
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+
 def load_settings(config_file: Path | None = None) -> Settings:
     """Settings from the environment and a TOML file (`config_file`, else ./quipfeed.toml)."""
     if config_file is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -26,7 +27,6 @@ from ingest.http_api import build_app
 from ingest.sources import Source
 from quipfeed.runtime import (
     DaemonFile,
-    bound_port,
     daemon_config,
     embedder_for,
     open_bus,
@@ -34,6 +34,7 @@ from quipfeed.runtime import (
     open_store,
     redis_url,
     serve_app,
+    url_of,
 )
 from quipfeed.settings import Settings
 from retrieval.search import Searcher
@@ -72,13 +73,13 @@ async def run_up(
     settings: Settings,
     sources: list[Source],
     *,
-    host: str,
-    port: int,
-    ingest_port: int,
+    web_listener: socket.socket,
+    ingest_listener: socket.socket,
     tiny: bool = False,
 ) -> None:
     """Run ingest, web (and Discord with a token) until Ctrl-C / SIGTERM, then stop cleanly:
-    sources stop, indexers finish and acknowledge the batch in hand, servers close."""
+    sources stop, indexers finish and acknowledge the batch in hand, servers close. The
+    listeners come from `quipfeed.ports.listen`, opened before anything loads."""
     from bot.chat import Chat
     from bot.persona import load_personas
     from bot.search import LocalSearch
@@ -118,19 +119,24 @@ async def run_up(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            ingest_port = bound_port(host, ingest_port)
-            port = bound_port(host, port)
             async with (
-                serve_app(build_app(daemon, searcher), host, ingest_port),
-                serve_app(web, host, port),
+                serve_app(build_app(daemon, searcher), ingest_listener),
+                serve_app(web, web_listener),
             ):
-                daemon_file.write(f"http://{host}:{ingest_port}")
+                daemon_file.write(url_of(ingest_listener))
                 extras = []
                 if settings.discord.token is not None and settings.discord.token.get_secret_value():
                     from quipfeed.cli_discord import run_discord_bot
 
                     extras.append(asyncio.create_task(run_discord_bot(settings, chat, client)))
-                _banner(settings, host, port, ingest_port, engine, sources, bool(extras))
+                _banner(
+                    settings,
+                    url_of(web_listener),
+                    url_of(ingest_listener),
+                    engine,
+                    sources,
+                    bool(extras),
+                )
                 try:
                     await daemon.run(stop, follow_feeds=True)
                 finally:
@@ -147,16 +153,15 @@ async def run_up(
 
 def _banner(
     settings: Settings,
-    host: str,
-    port: int,
-    ingest_port: int,
+    web_url: str,
+    ingest_url: str,
     engine: Any,
     sources: list[Source],
     discord: bool,
 ) -> None:
     lines = [
-        f"quipfeed is up — chat and widget: http://{host}:{port}/  (API docs: /docs)",
-        f"  ingest: http://{host}:{ingest_port}/healthz, /metrics; data in {settings.data_dir}",
+        f"quipfeed is up — chat and widget: {web_url}/  (API docs: /docs)",
+        f"  ingest: {ingest_url}/healthz, /metrics; data in {settings.data_dir}",
         f"  feeds: {', '.join(s.spec for s in sources) or 'none (add with /feed or settings)'}",
         f"  model: {engine.model_name if not isinstance(engine, MissingModel) else 'none'}",
         f"  discord: {'on' if discord else 'off (set QUIPFEED_DISCORD__TOKEN)'}",

@@ -8,7 +8,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import qdrant_edge as q
 
 from retrieval import schema
@@ -35,6 +34,21 @@ def edge_config(dim: int) -> q.EdgeConfig:
         vectors={schema.DENSE: q.EdgeVectorParams(size=dim, distance=q.Distance.Cosine)},
         sparse_vectors={schema.SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
     )
+
+
+def stored_dim(path: Path) -> int | None:
+    """The dense vector width a shard at `path` was created with, None when there is no shard.
+    Read from the `edge_config.json` Qdrant Edge keeps beside it, so no embedding model has to
+    load for a command that only counts (`quipfeed stats`)."""
+    import json
+
+    try:
+        config = json.loads((Path(path) / "edge_config.json").read_text())
+        return int(config["vectors"][schema.DENSE]["size"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StoreUnavailable(f"cannot read the shard's configuration at {path}: {exc}") from exc
 
 
 class EdgeStore:
@@ -111,11 +125,9 @@ class EdgeStore:
             return
         # An embedder's float32 matrix converts in one call (a list per row per float is ~35 µs
         # a point at 256 dims, a tenth of the indexer's budget per post).
-        rows = (
-            dense.tolist()
-            if isinstance(dense, np.ndarray)
-            else [[float(x) for x in vector] for vector in dense]
-        )
+        # (Duck-typed: numpy itself need not load for a process that only reads the store.)
+        to_list = getattr(dense, "tolist", None)
+        rows = to_list() if callable(to_list) else [[float(x) for x in vector] for vector in dense]
         points = []
         for post, vector in zip(posts, rows, strict=True):
             if len(vector) != self.dim:

@@ -415,6 +415,23 @@ def _check(
     return query, as_of
 
 
+def check_request(
+    text: object,
+    k: object = 10,
+    since: timedelta | None = None,
+    as_of: datetime | None = None,
+    half_life: timedelta | None = None,
+) -> None:
+    """Raise `BadSearch` for a request `Searcher.find` would refuse, with neither a store nor a
+    model: a command checks what it was given before it loads either."""
+    query, as_of = _check(text, k, "hybrid", as_of)
+    _check_spans(since, half_life)
+    try:
+        parse_query(query, as_of or datetime.now(UTC))
+    except QueryNotUnderstood as exc:
+        raise BadSearch(str(exc)) from exc
+
+
 def _check_spans(since: timedelta | None, half_life: timedelta | None) -> None:
     if since is not None:
         if since <= timedelta(0):

@@ -37,6 +37,26 @@ from retrieval.why import explain
 _MAX_SOURCES = 1_000
 
 
+def stored_dim(url: str, api_key: str | None, collection: str, timeout: float = 10.0) -> int | None:
+    """The dense vector width of `collection`, None when it does not exist yet; raises
+    `StoreUnavailable` when the server does not answer."""
+    try:
+        client = QdrantClient(url=url, api_key=api_key, timeout=int(timeout))
+        try:
+            if not client.collection_exists(collection):
+                return None
+            vectors = client.get_collection(collection).config.params.vectors
+        finally:
+            client.close()
+    except Exception as exc:
+        raise StoreUnavailable(
+            f"cannot use Qdrant at {_without_credentials(url)} ({collection}): {exc}"
+        ) from exc
+    if not isinstance(vectors, dict) or schema.DENSE not in vectors:
+        raise StoreUnavailable(f"collection {collection!r} has no {schema.DENSE!r} vectors")
+    return int(vectors[schema.DENSE].size)
+
+
 class ServerStore:
     """Posts in collection `collection` of the Qdrant at `url` (created with the schema if
     missing). Writes wait for the server to apply them (`wait=True`). Raises

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from retrieval.post import Post
 
@@ -47,6 +47,20 @@ class Hit:
     why: dict[str, float] = field(default_factory=dict)
     # Posts this one replies to or quotes, when indexed (retrieval.threads); not ranked.
     context: tuple[Post, ...] = ()
+
+
+def hit_json(hit: Hit) -> dict[str, Any]:
+    """A hit as JSON: what the daemon's `/search` answers and `quipfeed search --json` prints."""
+    return {
+        "id": hit.post.id,
+        "score": hit.score,
+        "why": hit.why,
+        "post": hit.post.model_dump(mode="json", exclude={"raw"}, exclude_none=True),
+        # The posts this one replies to or quotes (thread context), when indexed.
+        "context": [
+            p.model_dump(mode="json", exclude={"raw"}, exclude_none=True) for p in hit.context
+        ],
+    }
 
 
 @dataclass(frozen=True)

@@ -86,14 +86,10 @@ def main() -> int:
     print(f"  default pipeline nDCG@10 {part['ndcg@10']:.4f}; stages:")
     for name, row in part["ablation"].items():
         print(f"    {name:<16} {row['ndcg@10']:.4f}  mrr {row['mrr']:.4f}")
-    for kind, row in part["by_kind"].items():
-        print(
-            f"    kind {kind:<12} default {row['default']['ndcg@10']:.3f} dense {row['dense']['ndcg@10']:.3f} ({row['dense']['queries']})"
-        )
-    for lang, row in part["by_language"].items():
-        print(
-            f"    lang {lang:<6} default {row['default']['ndcg@10']:.3f} dense {row['dense']['ndcg@10']:.3f} ({row['dense']['queries']})"
-        )
+    for key in ("by_kind", "by_language"):
+        for group, row in part[key].items():
+            d, b = row["default"], row["dense"]
+            print(f"  {group:<12} {d['ndcg@10']:.3f} vs dense {b['ndcg@10']:.3f} ({b['queries']})")
     print(f"  unanswerable: {part['unanswerable']}")
     ranked = sorted(tune.items(), key=lambda kv: -kv[1]["ndcg@10"])
     for name, row in ranked[: args.top]:

@@ -7,7 +7,8 @@ import typer
 from typer.testing import CliRunner
 
 from bot.discord.feed_list import FeedError, FeedRegistry, to_spec
-from quipfeed.cli_discord import DiscordEnv, discord_options, register, validate_feed_spec
+from quipfeed.cli_discord import discord_options, register, validate_feed_spec
+from quipfeed.settings import DiscordEnv
 
 
 def _app() -> typer.Typer:
